@@ -1,0 +1,5 @@
+"""Errors that initbench reports to users as one line (exit code 2 on the command line)."""
+
+
+class UsageError(ValueError):
+    """Bad input from the user: an unknown name, an empty grid, an unreadable file."""

@@ -1,0 +1,538 @@
+"""The registry of initialization schemes: every ``torch.nn.init`` initializer and its variants.
+
+A scheme is an initializer with fixed parameters. Its id, ``name[k=v,...]``, is a stable key
+in stored results: ``xavier_normal[gain=matched]``,
+``kaiming_normal[mode=fan_in,nonlinearity=matched]``, ``normal[std=0.01]``, ``torch_default``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import init
+
+from initbench.activations import Activation, get_activation
+from initbench.errors import UsageError
+from initbench.ids import format_id, parse_id, parse_number
+from initbench.lsuv import lsuv_
+from initbench.models import weighted_layers
+
+GAIN_SETTINGS = ("unit", "matched")
+DEFAULT_GAINS = GAIN_SETTINGS
+
+InitFn = Callable[[torch.Tensor, Activation, "torch.Generator | None"], None]
+MomentsFn = Callable[[Sequence[int], Activation], "tuple[float, float]"]
+
+
+def fans(shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight of this shape, as torch.nn.init computes them."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+@dataclass(frozen=True, eq=False)
+class Scheme:
+    """An initializer with fixed parameters.
+
+    Attributes:
+        name: the family (``xavier_normal``), usually a ``torch.nn.init`` function less its
+            trailing underscore.
+        params: the id parameters, in id order.
+        init: fills one weight tensor in place.
+        moments: closed-form ``(mean, variance)`` of the weight entries for a shape, or None.
+        theory: the mean-field variance map applies (zero-mean entries of variance
+            ``sigma_w^2 / fan_in``, independent or orthogonal).
+        dims: the weight dimensionalities the initializer accepts.
+        data_dependent: the scheme also needs a data batch (LSUV).
+        covers: the ``torch.nn.init`` functions this family exercises.
+    """
+
+    name: str
+    params: dict[str, object]
+    init: InitFn
+    moments: MomentsFn | None
+    theory: bool
+    dims: tuple[int, ...] = (2, 3, 4, 5)
+    data_dependent: bool = False
+    covers: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return format_id(self.name, self.params)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def not_applicable(self, shape: Sequence[int]) -> str | None:
+        """Why this scheme cannot initialize a weight of ``shape``, or None if it can."""
+        if len(shape) not in self.dims:
+            need = "/".join(str(d) for d in self.dims)
+            return f"{self.name} needs {need}-D weights, got {len(shape)}-D {tuple(shape)}"
+        return None
+
+    def fill(
+        self, weight: torch.Tensor, activation: Activation, generator: torch.Generator | None
+    ) -> bool:
+        """Initializes ``weight``, or gives it torch's default if the scheme cannot.
+
+        Returns:
+            Whether the scheme itself (not the fallback) filled it.
+        """
+        if self.not_applicable(weight.shape):
+            _torch_default().init(weight, activation, generator)
+            return False
+        self.init(weight, activation, generator)
+        return True
+
+    def sigma_w2(self, shape: Sequence[int], activation: Activation) -> float:
+        """``fan_in * Var(w)`` for the mean-field theory (NaN where it does not apply)."""
+        if not self.theory or self.moments is None:
+            return math.nan
+        return fans(shape)[0] * self.moments(shape, activation)[1]
+
+
+def resolve_gain(setting: object, activation: Activation) -> float:
+    """Turns a gain setting (``unit``, ``matched`` or a number) into a number."""
+    if setting == "unit":
+        return 1.0
+    if setting == "matched":
+        return activation.gain()
+    return float(setting)  # type: ignore[arg-type]
+
+
+def _gain_setting(value: object) -> object:
+    if value in GAIN_SETTINGS:
+        return value
+    gain = parse_number(str(value), "gain")
+    if not gain > 0 or not math.isfinite(gain):
+        raise UsageError(f"gain must be unit, matched or a positive number, got {value!r}")
+    return gain
+
+
+# ---- families -------------------------------------------------------------------------
+
+
+def _uniform(a: float = 0.0, b: float = 1.0) -> Scheme:
+    a, b = float(a), float(b)
+    if not a < b:
+        raise UsageError(f"uniform needs a < b, got a={a:g}, b={b:g}")
+    return Scheme(
+        "uniform",
+        {"a": a, "b": b},
+        lambda w, act, g: init.uniform_(w, a, b, generator=g),
+        lambda shape, act: ((a + b) / 2, (b - a) ** 2 / 12),
+        theory=a == -b,
+        covers=("uniform_",),
+    )
+
+
+def _normal(std: float = 1.0, mean: float = 0.0) -> Scheme:
+    std, mean = float(std), float(mean)
+    params = {"std": std} | ({"mean": mean} if mean else {})
+    return Scheme(
+        "normal",
+        params,
+        lambda w, act, g: init.normal_(w, mean, std, generator=g),
+        lambda shape, act: (mean, std**2),
+        theory=mean == 0.0,
+        covers=("normal_",),
+    )
+
+
+def _truncated_normal_moments(std: float, a: float, b: float) -> tuple[float, float]:
+    alpha, beta = a / std, b / std
+    pdf = lambda x: math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    z = cdf(beta) - cdf(alpha)
+    shift = (pdf(alpha) - pdf(beta)) / z
+    var = 1 + (alpha * pdf(alpha) - beta * pdf(beta)) / z - shift**2
+    return std * shift, std**2 * var
+
+
+def _trunc_normal(std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Scheme:
+    std, a, b = float(std), float(a), float(b)
+    params = {"std": std} | ({"a": a, "b": b} if (a, b) != (-2.0, 2.0) else {})
+    return Scheme(
+        "trunc_normal",
+        params,
+        lambda w, act, g: init.trunc_normal_(w, 0.0, std, a, b, generator=g),
+        lambda shape, act: _truncated_normal_moments(std, a, b),
+        theory=a == -b,
+        covers=("trunc_normal_",),
+    )
+
+
+def _constant(val: float) -> Scheme:
+    val = float(val)
+    return Scheme(
+        "constant",
+        {"val": val},
+        lambda w, act, g: init.constant_(w, val),
+        lambda shape, act: (val, 0.0),
+        theory=False,
+        covers=("constant_",),
+    )
+
+
+def _fixed(name: str, fill: Callable[[torch.Tensor], object], value: float) -> Scheme:
+    return Scheme(
+        name,
+        {},
+        lambda w, act, g: fill(w),
+        lambda shape, act: (value, 0.0),
+        theory=False,
+        covers=(f"{name}_",),
+    )
+
+
+def _identity_moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+    p = min(shape[0], shape[1]) / math.prod(shape)
+    return p, p - p * p
+
+
+def _eye() -> Scheme:
+    return Scheme(
+        "eye",
+        {},
+        lambda w, act, g: init.eye_(w),
+        _identity_moments,
+        False,
+        dims=(2,),
+        covers=("eye_",),
+    )
+
+
+def _dirac() -> Scheme:
+    return Scheme(
+        "dirac",
+        {},
+        lambda w, act, g: init.dirac_(w),
+        _identity_moments,
+        False,
+        dims=(3, 4, 5),
+        covers=("dirac_",),
+    )
+
+
+def _xavier(kind: str) -> Callable[..., Scheme]:
+    fill = getattr(init, f"xavier_{kind}_")
+
+    def build(gain: object = "unit") -> Scheme:
+        setting = _gain_setting(gain)
+
+        def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+            fan_in, fan_out = fans(shape)
+            return 0.0, resolve_gain(setting, act) ** 2 * 2.0 / (fan_in + fan_out)
+
+        return Scheme(
+            f"xavier_{kind}",
+            {"gain": setting},
+            lambda w, act, g: fill(w, resolve_gain(setting, act), generator=g),
+            moments,
+            theory=True,
+            covers=(f"xavier_{kind}_",),
+        )
+
+    return build
+
+
+def _kaiming_gain(nonlinearity: str, act: Activation) -> float:
+    if nonlinearity == "matched":
+        return act.gain()
+    return init.calculate_gain("leaky_relu", 0)  # torch's default: leaky_relu with a=0
+
+
+def _kaiming(kind: str) -> Callable[..., Scheme]:
+    fill = getattr(init, f"kaiming_{kind}_")
+
+    def build(mode: str = "fan_in", nonlinearity: str = "matched") -> Scheme:
+        if mode not in ("fan_in", "fan_out"):
+            raise UsageError(f"kaiming mode must be fan_in or fan_out, got {mode!r}")
+        if nonlinearity not in ("matched", "leaky_relu"):
+            raise UsageError(
+                f"kaiming nonlinearity must be matched or leaky_relu (torch's default), "
+                f"got {nonlinearity!r}"
+            )
+
+        def fill_weight(w: torch.Tensor, act: Activation, g: torch.Generator | None) -> None:
+            if nonlinearity == "leaky_relu":
+                fill(w, 0, mode, "leaky_relu", generator=g)
+            elif act.gain_name is not None:
+                fill(w, act.gain_param or 0, mode, act.gain_name, generator=g)
+            else:  # calculate_gain has no entry: torch's linear fill times the quadrature gain
+                fill(w, 0, mode, "linear", generator=g)
+                w.mul_(act.gain())
+
+        def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+            fan = fans(shape)[0 if mode == "fan_in" else 1]
+            return 0.0, _kaiming_gain(nonlinearity, act) ** 2 / fan
+
+        return Scheme(
+            f"kaiming_{kind}",
+            {"mode": mode, "nonlinearity": nonlinearity},
+            fill_weight,
+            moments,
+            theory=True,
+            covers=(f"kaiming_{kind}_",),
+        )
+
+    return build
+
+
+def _orthogonal(gain: object = "unit") -> Scheme:
+    setting = _gain_setting(gain)
+
+    def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+        rows = shape[0]
+        cols = math.prod(shape) // rows
+        return 0.0, resolve_gain(setting, act) ** 2 / max(rows, cols)
+
+    return Scheme(
+        "orthogonal",
+        {"gain": setting},
+        lambda w, act, g: init.orthogonal_(w, resolve_gain(setting, act), generator=g),
+        moments,
+        theory=True,
+        covers=("orthogonal_",),
+    )
+
+
+def _with_global_seed(source: torch.Generator | None, fill: Callable, *args, **kwargs) -> None:
+    """Runs ``fill`` with torch's global RNG seeded from ``source``.
+
+    ``sparse_`` draws its zero positions from the global RNG even when given a generator.
+    """
+    if source is None:
+        fill(*args, **kwargs)
+        return
+    seed = int(torch.randint(2**62, (1,), generator=source))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fill(*args, **kwargs)
+
+
+def _sparse(sparsity: float = 0.1, std: float = 0.01) -> Scheme:
+    sparsity, std = float(sparsity), float(std)
+    if not 0 <= sparsity < 1:
+        raise UsageError(f"sparse needs 0 <= sparsity < 1, got {sparsity:g}")
+
+    def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+        rows = shape[0]
+        kept = rows - math.ceil(sparsity * rows)
+        return 0.0, std**2 * kept / rows
+
+    return Scheme(
+        "sparse",
+        {"sparsity": sparsity, "std": std},
+        lambda w, act, g: _with_global_seed(g, init.sparse_, w, sparsity, std, generator=g),
+        moments,
+        theory=True,
+        dims=(2,),
+        covers=("sparse_",),
+    )
+
+
+_TORCH_DEFAULT_A = math.sqrt(5)
+
+
+def _torch_default() -> Scheme:
+    """What ``nn.Linear`` and ``nn.Conv*`` do in ``reset_parameters``: U(+-1/sqrt(fan_in))."""
+    return Scheme(
+        "torch_default",
+        {},
+        lambda w, act, g: init.kaiming_uniform_(w, a=_TORCH_DEFAULT_A, generator=g),
+        lambda shape, act: (0.0, 1.0 / (3 * fans(shape)[0])),
+        theory=True,
+    )
+
+
+def _lsuv() -> Scheme:
+    """Orthogonal init, then layer-sequential unit variance on data (Mishkin, Matas 2016)."""
+    return Scheme(
+        "lsuv",
+        {},
+        lambda w, act, g: init.orthogonal_(w, 1.0, generator=g),
+        None,
+        theory=False,
+        data_dependent=True,
+    )
+
+
+@dataclass(frozen=True)
+class Family:
+    """A scheme family: how to build one from id parameters, and its documented variants."""
+
+    build: Callable[..., Scheme]
+    variants: tuple[dict[str, object], ...]  # default variants; gain families take grid gains
+    takes_gain: bool = False
+    doc: str = ""
+
+
+FAMILIES: dict[str, Family] = {
+    "uniform": Family(
+        _uniform,
+        ({"a": 0.0, "b": 1.0}, {"a": -0.05, "b": 0.05}),
+        doc="U(a, b); torch's default U(0, 1) fails (non-zero mean), U(+-0.05) is a common pick",
+    ),
+    "normal": Family(
+        _normal,
+        ({"std": 0.01}, {"std": 1.0}),
+        doc="N(0, std^2); the tutorial's std=0.01 vanishes, torch's default std=1 explodes",
+    ),
+    "trunc_normal": Family(
+        _trunc_normal,
+        ({"std": 0.02}, {"std": 1.0}),
+        doc="N(0, std^2) cut at [a, b]; std=0.02 as in BERT and ViT",
+    ),
+    "constant": Family(
+        _constant, ({"val": 0.01},), doc="every weight the same: units stay symmetric"
+    ),
+    "ones": Family(lambda: _fixed("ones", init.ones_, 1.0), ({},), doc="every weight 1"),
+    "zeros": Family(lambda: _fixed("zeros", init.zeros_, 0.0), ({},), doc="every weight 0"),
+    "eye": Family(_eye, ({},), doc="identity matrix (2-D weights only)"),
+    "dirac": Family(_dirac, ({},), doc="identity convolution (3-5-D weights only)"),
+    "xavier_uniform": Family(_xavier("uniform"), ({},), True, "Glorot & Bengio 2010, uniform"),
+    "xavier_normal": Family(_xavier("normal"), ({},), True, "Glorot & Bengio 2010, normal"),
+    "kaiming_uniform": Family(
+        _kaiming("uniform"),
+        tuple(
+            {"mode": m, "nonlinearity": n}
+            for m in ("fan_in", "fan_out")
+            for n in ("matched", "leaky_relu")
+        ),
+        doc="He et al. 2015, uniform; nonlinearity matched or torch's default (leaky_relu, a=0)",
+    ),
+    "kaiming_normal": Family(
+        _kaiming("normal"),
+        tuple(
+            {"mode": m, "nonlinearity": n}
+            for m in ("fan_in", "fan_out")
+            for n in ("matched", "leaky_relu")
+        ),
+        doc="He et al. 2015, normal; nonlinearity matched or torch's default (leaky_relu, a=0)",
+    ),
+    "orthogonal": Family(_orthogonal, ({},), True, "Saxe et al. 2014, (semi-)orthogonal"),
+    "sparse": Family(_sparse, ({"sparsity": 0.1, "std": 0.01},), doc="Martens 2010 (2-D only)"),
+    "torch_default": Family(_torch_default, ({},), doc="nn.Linear/nn.Conv reset_parameters"),
+    "lsuv": Family(_lsuv, ({},), doc="orthogonal + layer-sequential unit variance on data"),
+}
+
+
+def torch_initializers() -> list[str]:
+    """Every public in-place initializer that the installed ``torch.nn.init`` exposes."""
+    return sorted(
+        name
+        for name, fn in vars(init).items()
+        if name.endswith("_") and not name.startswith("_") and inspect.isfunction(fn)
+    )
+
+
+def _build(name: str, params: dict[str, object]) -> Scheme:
+    try:
+        return FAMILIES[name].build(**params)
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(f"scheme {name!r} got a bad parameter value: {error}") from None
+    except TypeError:
+        accepted = list(inspect.signature(FAMILIES[name].build).parameters)
+        raise UsageError(
+            f"scheme {name!r} takes parameters {accepted or 'none'}, got {sorted(params)}"
+        ) from None
+
+
+def get_scheme(scheme_id: str | Scheme) -> Scheme:
+    """Builds a scheme from its id, e.g. ``normal[std=0.05]`` or ``xavier_normal[gain=matched]``."""
+    if isinstance(scheme_id, Scheme):
+        return scheme_id
+    name, params = parse_id(scheme_id)
+    if name not in FAMILIES:
+        raise UsageError(f"unknown scheme {name!r}; choose from {', '.join(FAMILIES)}")
+    return _build(name, dict(params))
+
+
+def expand_schemes(
+    patterns: Iterable[str], gains: Sequence[object] = DEFAULT_GAINS
+) -> list[Scheme]:
+    """Expands scheme patterns (``xavier*``, ``*``) and explicit ids into schemes.
+
+    A pattern matches family names (fnmatch) and yields each family's documented variants,
+    gain-taking families once per gain setting. An explicit id (``normal[std=0.05]``) yields
+    exactly that scheme. Order follows the registry; duplicates are dropped.
+    """
+    gains = [_gain_setting(g) for g in gains]
+    found: dict[str, Scheme] = {}
+    for pattern in patterns:
+        pattern = pattern.strip()
+        if "=" in pattern:
+            scheme = get_scheme(pattern)
+            found.setdefault(scheme.id, scheme)
+            continue
+        names = [n for n in FAMILIES if fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            raise UsageError(f"no scheme matches {pattern!r}; choose from {', '.join(FAMILIES)}")
+        for name in names:
+            family = FAMILIES[name]
+            variants = [{"gain": g} for g in gains] if family.takes_gain else family.variants
+            for params in variants:
+                scheme = _build(name, dict(params))
+                found.setdefault(scheme.id, scheme)
+    return list(found.values())
+
+
+# ---- applying a scheme to a model -----------------------------------------------------
+
+
+@torch.no_grad()
+def apply(
+    model: nn.Module,
+    scheme: str | Scheme,
+    activation: str | Activation = "relu",
+    *,
+    generator: torch.Generator | None = None,
+    data: torch.Tensor | None = None,
+) -> list[str]:
+    """Initializes every Linear and Conv weight of ``model`` with ``scheme``; biases to zero.
+
+    This is the tutorial's ``initialize_weights()`` for any ``nn.Module`` (torchvision models
+    included). Layers whose weights the scheme cannot take (``eye`` on a conv) get torch's own
+    default instead, and their names are returned.
+
+    Args:
+        model: the model, changed in place.
+        scheme: a scheme id or :class:`Scheme`.
+        activation: the activation that ``matched`` gains refer to.
+        generator: the random source (None: torch's global one).
+        data: an input batch, needed by data-dependent schemes (``lsuv``).
+
+    Returns:
+        The names of layers that kept torch's default because the scheme does not apply.
+
+    Raises:
+        UsageError: the scheme applies to no layer, or needs ``data`` and got none.
+    """
+    scheme, activation = get_scheme(scheme), get_activation(activation)
+    if scheme.data_dependent and data is None:
+        raise UsageError(f"{scheme.id} is data-dependent: pass a batch as data=")
+    names = {m: n for n, m in model.named_modules()}
+    layers = weighted_layers(model)
+    skipped = []
+    for layer in layers:
+        if not scheme.fill(layer.weight, activation, generator):
+            skipped.append(names[layer])
+        if layer.bias is not None:
+            layer.bias.zero_()
+    if layers and len(skipped) == len(layers):
+        raise UsageError(scheme.not_applicable(layers[0].weight.shape) or "not applicable")
+    if scheme.data_dependent:
+        lsuv_(model, data)
+    return skipped
