@@ -1,0 +1,193 @@
+"""The results store: Parquet tables under one folder, written as runs finish, resumable.
+
+Layout of a sweep folder::
+
+    meta.json          the resolved grid, schema version, versions, device, times
+    cells.parquet      one row per run            (after compaction)
+    layers.parquet     one row per run and layer  (after compaction)
+    curves.parquet     one row per run and logged training step
+    shards/            finished chunks not yet compacted: <n>.{layers,curves,cells}.parquet
+
+Every file is written to a temporary name and renamed into place. A chunk's ``cells`` shard
+is written last: it is what marks its runs finished, so an interrupted write is ignored
+and recomputed. Readers merge compacted tables and shards, keeping each run's latest row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from initbench.errors import UsageError
+
+SCHEMA_VERSION = 1
+TABLES = ("layers", "curves", "cells")  # write order: cells last marks a chunk finished
+KEYS = {"cells": ["run_id"], "layers": ["run_id", "layer"], "curves": ["run_id", "step"]}
+FINISHED = ("ok", "diverged", "skipped")  # failed and oom runs are retried on resume
+
+
+@dataclass
+class Records:
+    """Rows of the three tables for some runs."""
+
+    cells: pd.DataFrame
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass
+class Results:
+    """A loaded sweep: its tables as DataFrames and its ``meta.json``."""
+
+    path: Path
+    meta: dict[str, Any]
+    cells: pd.DataFrame
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(path, frame.to_parquet(index=False))
+
+
+class Store:
+    """One sweep folder, opened for writing."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.shards = self.root / "shards"
+        self._counter = 0
+
+    # ---- meta ----------------------------------------------------------------------------
+
+    def meta_path(self) -> Path:
+        return self.root / "meta.json"
+
+    def read_meta(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.meta_path().read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{self.meta_path()} is unreadable: {error}") from None
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_bytes(self.meta_path(), json.dumps(meta, indent=2, default=str).encode())
+
+    def begin(self, grid: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """Creates the folder, or checks that it holds the same grid; returns the meta."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"output {str(self.root)!r} is a file, not a folder")
+        existing = self.read_meta() if self.root.exists() else None
+        if existing is not None:
+            if existing.get("grid") != grid:
+                changed = sorted(
+                    k
+                    for k in set(grid) | set(existing.get("grid", {}))
+                    if grid.get(k) != existing.get("grid", {}).get(k)
+                )
+                raise UsageError(
+                    f"{self.root} holds a different grid (differs in: {', '.join(changed)}); "
+                    "choose another --out or remove that folder"
+                )
+            meta = existing | {k: v for k, v in meta.items() if k not in ("started",)}
+        elif self.root.exists() and any(self.root.iterdir()):
+            raise UsageError(f"{self.root} is not empty and holds no sweep; choose another --out")
+        try:
+            self.shards.mkdir(parents=True, exist_ok=True)
+            meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
+            self.write_meta(meta)
+        except PermissionError:
+            raise UsageError(f"cannot write to {self.root}: permission denied") from None
+        return meta
+
+    # ---- rows ----------------------------------------------------------------------------
+
+    def write(self, records: Records) -> None:
+        """Writes one finished chunk as shards, ``cells`` last."""
+        self._counter += 1
+        stem = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}"
+        for table in TABLES:
+            frame = getattr(records, table)
+            if len(frame) or table == "cells":
+                atomic_write_parquet(self.shards / f"{stem}.{table}.parquet", frame)
+
+    def finished_run_ids(self) -> set[str]:
+        """Runs that need no recomputation (ok, diverged, skipped)."""
+        cells = read_table(self.root, "cells")
+        if cells.empty:
+            return set()
+        return set(cells.loc[cells["status"].isin(FINISHED), "run_id"])
+
+    def compact(self) -> None:
+        """Merges shards into the three tables and removes them."""
+        shard_files = sorted(self.shards.glob("*.parquet")) if self.shards.exists() else []
+        if not shard_files:
+            return
+        for table in TABLES:
+            frame = read_table(self.root, table)
+            atomic_write_parquet(self.root / f"{table}.parquet", frame)
+        for path in shard_files:
+            path.unlink(missing_ok=True)
+
+
+def read_table(root: str | Path, table: str) -> pd.DataFrame:
+    """One table of a sweep: compacted rows and finished shards, latest row per key."""
+    root = Path(root)
+    parts = []
+    main = root / f"{table}.parquet"
+    if main.exists():
+        parts.append(pd.read_parquet(main))
+    shards = root / "shards"
+    if shards.exists():
+        finished = {p.name.split(".")[0] for p in shards.glob("*.cells.parquet")}
+        for path in sorted(shards.glob(f"*.{table}.parquet")):
+            if path.name.split(".")[0] in finished:
+                parts.append(pd.read_parquet(path))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame()
+    frame = pd.concat(parts, ignore_index=True)
+    frame = frame.drop_duplicates(KEYS[table], keep="last")
+    if table != "cells":
+        cells = read_table(root, "cells")
+        if not cells.empty:  # rows of runs whose latest attempt did not finish are stale
+            frame = frame[frame["run_id"].isin(cells["run_id"])]
+    return frame.reset_index(drop=True)
+
+
+def load(path: str | Path) -> Results:
+    """Loads a sweep folder written by :func:`initbench.sweep`.
+
+    Raises:
+        UsageError: the folder is missing, holds no sweep, or its tables are unreadable.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"{str(root)!r} is not a folder")
+    meta = Store(root).read_meta()
+    if meta is None:
+        raise UsageError(f"{str(root)!r} is not a sweep folder (no meta.json)")
+    try:
+        tables = {t: read_table(root, t) for t in TABLES}
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{root} holds a corrupt table: {error}") from None
+    return Results(root, meta, tables["cells"], tables["layers"], tables["curves"])
