@@ -1,0 +1,215 @@
+"""The ``initbench`` command: a thin layer over the Python API.
+
+Known errors print one line and exit with code 2 (usage) or 1 (environment);
+``INITBENCH_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from initbench.errors import UsageError
+
+app = typer.Typer(
+    help="Benchmark neural-network weight initialization in PyTorch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Listing(StrEnum):
+    schemes = "schemes"
+    activations = "activations"
+    archs = "archs"
+    presets = "presets"
+    datasets = "datasets"
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; commas inside ``[...]`` stay with their id."""
+    if value is None:
+        return None
+    items, depth, current = [], 0, ""
+    for char in value:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    return [item.strip() for item in items if item.strip()]
+
+
+def _listing(what: Listing) -> list[dict[str, object]]:
+    from initbench.activations import ACTIVATION_NAMES, get_activation
+    from initbench.data import DATASETS
+    from initbench.grid import PRESETS
+    from initbench.models import ARCHS
+    from initbench.schemes import FAMILIES, expand_schemes
+
+    if what is Listing.schemes:
+        rows = []
+        for name, family in FAMILIES.items():
+            ids = [s.id for s in expand_schemes([name])]
+            rows.append(
+                {"name": name, "variants": ids, "takes_gain": family.takes_gain, "doc": family.doc}
+            )
+        return rows
+    if what is Listing.activations:
+        return [
+            {
+                "name": n,
+                "gain": round(get_activation(n).gain(), 6),
+                "calculate_gain": get_activation(n).gain_name,
+            }
+            for n in ACTIVATION_NAMES
+        ]
+    if what is Listing.archs:
+        return [{"name": a} for a in ARCHS]
+    if what is Listing.presets:
+        return [
+            {"name": n, "doc": doc, "runs": len(g.runs()), "grid": g.to_dict()}
+            for n, (doc, g) in PRESETS.items()
+        ]
+    return [
+        {"name": d.name, "source": d.source, "features": d.features, "classes": d.classes}
+        for d in DATASETS.values()
+    ]
+
+
+@app.command("list")
+def list_cmd(
+    what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.schemes,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List schemes, activations, archs, presets or datasets."""
+    rows = _listing(what)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        extra = row.get("variants") or row.get("doc") or row.get("source") or row.get("gain", "")
+        if isinstance(extra, list):
+            extra = ", ".join(extra)
+        typer.echo(f"{row['name']:<16} {extra}")
+
+
+@app.command()
+def sweep(
+    preset: Annotated[str | None, typer.Option(help="Start from a preset grid.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Start from a TOML grid file.")] = None,
+    schemes: Annotated[str | None, typer.Option(help="Comma list; fnmatch patterns.")] = None,
+    activations: Annotated[str | None, typer.Option(help="Comma list.")] = None,
+    archs: Annotated[str | None, typer.Option(help="Comma list: mlp, cnn.")] = None,
+    depths: Annotated[str | None, typer.Option(help="Comma list of hidden layers.")] = None,
+    widths: Annotated[str | None, typer.Option(help="Comma list of widths.")] = None,
+    gains: Annotated[str | None, typer.Option(help="unit, matched or numbers.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per cell.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Probe batch size.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Probe/train on this dataset.")] = None,
+    train_steps: Annotated[int | None, typer.Option(help="Steps per run; 0: probe only.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Sweep folder.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where datasets live.")] = None,
+    download: Annotated[bool, typer.Option(help="Let torchvision download.")] = False,
+    deterministic: Annotated[bool, typer.Option(help="Deterministic kernels.")] = False,
+    gpu_memory_fraction: Annotated[float | None, typer.Option(help="Cap GPU memory.")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a sweep (resumes when OUT holds the same grid)."""
+    from initbench.grid import Grid
+    from initbench.grid import preset as get_preset
+    from initbench.runner import sweep as run_sweep
+
+    grid = get_preset(preset) if preset else Grid()
+    if config is not None:
+        grid = Grid.from_toml(config, grid)
+    flags = {
+        "schemes": split_list(schemes),
+        "activations": split_list(activations),
+        "archs": split_list(archs),
+        "depths": split_list(depths),
+        "widths": split_list(widths),
+        "gains": split_list(gains),
+        "seeds": seeds,
+        "batch_size": batch_size,
+        "dataset": dataset,
+        "train_steps": train_steps,
+        "optimizer": optimizer,
+        "lr": lr,
+    }
+    grid = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
+    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
+    path = run_sweep(
+        grid,
+        out,
+        device=device,
+        progress=progress,
+        deterministic=deterministic,
+        gpu_memory_fraction=gpu_memory_fraction,
+        data_dir=data_dir,
+        download=download,
+        executor=executor,
+        ray_address=ray_address,
+    )
+    typer.echo(f"results in {path}")
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Annotated[Path, typer.Argument(help="A sweep folder.")],
+    out: Annotated[Path | None, typer.Option(help="Default: RESULTS_DIR/report.")] = None,
+) -> None:
+    """Write tables, plots and an HTML page for a sweep."""
+    from initbench.report import report
+
+    typer.echo(f"report in {report(results_dir, out)}")
+
+
+@app.command("publish")
+def publish_cmd(
+    sweep_dirs: Annotated[list[Path], typer.Argument(help="Sweep folders.")],
+    out: Annotated[Path, typer.Option(help="Site folder.")] = Path("site"),
+    asv_html: Annotated[Path | None, typer.Option(help="asv's html folder.")] = None,
+) -> None:
+    """Build a static site joining several sweep reports and asv's pages."""
+    from initbench.report import publish
+
+    typer.echo(f"site in {publish(sweep_dirs, out, asv_html)}")
+
+
+def main() -> None:
+    """Entry point: one line and exit 2 for usage errors, unless INITBENCH_DEBUG=1."""
+    debug = os.environ.get("INITBENCH_DEBUG") == "1"
+    try:
+        app()
+    except UsageError as error:
+        if debug:
+            raise
+        typer.echo(f"initbench: error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("initbench: interrupted; finished runs are saved, run again to resume", err=True)
+        sys.exit(130)
+    except OSError as error:
+        if debug:
+            raise
+        typer.echo(f"initbench: error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
