@@ -56,6 +56,12 @@ def set_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled, warn_only=False)
 
 
+def use_full_float32() -> None:
+    """Full float32 matmuls and convolutions (no TF32), so GPU numbers match the CPU's."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def limit_gpu_memory(fraction: float, device: torch.device) -> None:
     """Caps this process's share of the GPU's memory (``set_per_process_memory_fraction``)."""
     if not 0 < fraction <= 1:

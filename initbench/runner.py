@@ -28,6 +28,7 @@ from initbench.device import (
     limit_gpu_memory,
     resolve_device,
     set_deterministic,
+    use_full_float32,
 )
 from initbench.errors import UsageError
 from initbench.grid import Grid, Run
@@ -294,6 +295,7 @@ def sweep(
         raise UsageError(f"unknown executor {executor!r}; choose local or ray")
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
     set_deterministic(deterministic)
+    use_full_float32()
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction, torch_device)
     store = Store(out)
