@@ -13,6 +13,18 @@ import pandas as pd
 from initbench.report.tables import add_derived
 
 MAX_SCHEMES = 8
+CLIP = (1e-30, 1e30)  # plotted range: beyond it a signal is gone or exploded anyway
+
+
+def ratio_text(log2_ratio: float) -> str:
+    """``1.21x`` for moderate ratios, ``2^-170`` beyond a thousandfold."""
+    if not math.isfinite(log2_ratio):
+        return "n/a"
+    if abs(log2_ratio) < 10:
+        return f"{2**log2_ratio:.3g}x"
+    return f"2^{log2_ratio:.0f}"
+
+
 PALETTE = "colorblind"
 
 
@@ -66,6 +78,7 @@ def per_layer(
         schemes = _pick_schemes(group)
         data = layers.merge(group[["run_id", "scheme_id", "activation"]], on="run_id")
         data = data[data["scheme_id"].isin(schemes)]
+        data[column] = data[column].clip(*CLIP)
         activations = sorted(data["activation"].unique())
         if data.empty:
             continue
@@ -95,6 +108,8 @@ def per_layer(
                             curve["layer"], curve[theory], ls="--", lw=1.2, color=colors[scheme]
                         )
             ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(low, CLIP[0]), min(high, CLIP[1]))
             ax.set_title(act)
             ax.set_xlabel("hidden layer")
         label = {"pre_var": "pre-activation variance", "grad_w_norm": "weight-gradient norm"}[
@@ -124,12 +139,12 @@ def _layer_verdict(group: pd.DataFrame, column: str) -> str:
         if means.empty:
             continue
         best, worst = means.index[0], means.index[-1]
-        r_best = float(np.exp(np.log(sub[sub.scheme_id == best][ratio].astype(float)).mean()))
-        r_worst = float(np.exp(np.log(sub[sub.scheme_id == worst][ratio].astype(float)).mean()))
+        r_best = float(np.log2(sub[sub.scheme_id == best][ratio].astype(float)).mean())
+        r_worst = float(np.log2(sub[sub.scheme_id == worst][ratio].astype(float)).mean())
         what = "variance" if column == "pre_var" else "gradient ratio (first/last)"
         parts.append(
-            f"{act}: {best} keeps the {what} at {r_best:.3g}x end to end; "
-            f"{worst} is worst at {r_worst:.3g}x"
+            f"{act}: {best} keeps the {what} at {ratio_text(r_best)} end to end; "
+            f"{worst} is worst at {ratio_text(r_worst)}"
         )
     return ". ".join(parts) + "." if parts else "No finished runs."
 

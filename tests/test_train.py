@@ -1,0 +1,190 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import initbench
+from initbench import Grid
+from initbench.activations import get_activation
+from initbench.data import load_dataset
+from initbench.device import resolve_device, run_generator
+from initbench.errors import UsageError
+from initbench.grid import Cell, Run
+from initbench.models import StackedNet, build_model
+from initbench.probe import init_stack
+from initbench.runner import compute_chunk
+from initbench.schemes import apply, get_scheme
+from initbench.train import batch_order, make_optimizer, train_stack
+
+CPU = resolve_device("cpu")
+
+
+def _runs(schemes, depth=3, width=16, seeds=(0, 1), act="relu", arch="mlp"):
+    return [
+        Run(Cell(get_scheme(s), get_activation(act), arch, depth, width), seed)
+        for s in schemes
+        for seed in seeds
+    ]
+
+
+@pytest.mark.parametrize("optimizer, arch", [("sgd", "mlp"), ("adam", "mlp"), ("sgd", "cnn")])
+def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
+    grid = Grid(
+        dataset="digits",
+        train_steps=12,
+        train_batch_size=32,
+        eval_every=4,
+        optimizer=optimizer,
+        lr=0.01,
+    )
+    data = load_dataset("digits")
+    runs = _runs(["xavier_normal[gain=matched]", "orthogonal[gain=unit]"], arch=arch)
+    in_features, out_features = grid.io_features(arch, 16)
+    net = StackedNet(len(runs), arch, 3, 16, "relu", in_features, out_features)
+    init_stack(net, runs, None, data.inputs(data.x_train[:64], arch))
+    stacked = train_stack(net, runs, data, grid)
+    x_train = data.inputs(data.x_train, arch)
+    for r, run in enumerate(runs):
+        model = build_model(arch, 3, 16, "relu", in_features, out_features)
+        apply(model, run.cell.scheme, "relu", generator=run_generator(run.seed))
+        optimizer_ = make_optimizer(model.parameters(), grid)
+        order = batch_order(run.seed, len(x_train), grid.train_steps, grid.train_batch_size)
+        losses = []
+        for step in range(grid.train_steps):  # the tutorial's loop
+            model.train()
+            optimizer_.zero_grad()
+            loss = torch.nn.functional.cross_entropy(
+                model(x_train[order[step]]), data.y_train[order[step]]
+            )
+            loss.backward()
+            optimizer_.step()
+            losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            out = model(data.inputs(data.x_test, arch))
+            test_loss = torch.nn.functional.cross_entropy(out, data.y_test).item()
+            test_acc = (out.argmax(1) == data.y_test).float().mean().item()
+        assert stacked.test_loss[r, -1] == pytest.approx(test_loss, rel=1e-4)
+        assert stacked.test_acc[r, -1] == pytest.approx(test_acc, abs=1e-6)
+        assert stacked.train_loss[r, -1] == pytest.approx(np.mean(losses[-4:]), rel=1e-4)
+
+
+def test_same_seed_gives_identical_curves(tmp_path):
+    grid = Grid(
+        schemes=("kaiming_normal",),
+        activations=("relu",),
+        depths=(4,),
+        widths=(16,),
+        seeds=2,
+        dataset="digits",
+        train_steps=20,
+        eval_every=5,
+    )
+    a = initbench.load(initbench.sweep(grid, tmp_path / "a", device="cpu", progress=False))
+    b = initbench.load(initbench.sweep(grid, tmp_path / "b", device="cpu", progress=False))
+    cols = ["run_id", "step", "train_loss", "test_loss", "test_acc"]
+    assert len(a.curves) == 4 * 2 * 5  # 4 kaiming variants x 2 seeds x 5 logs (0, 5, ..., 20)
+    assert (
+        a.curves[cols]
+        .sort_values(cols[:2])
+        .reset_index(drop=True)
+        .equals(b.curves[cols].sort_values(cols[:2]).reset_index(drop=True))
+    )
+
+
+def test_kaiming_learns_where_xavier_stalls_at_depth_30():
+    """He et al. 2015, Fig. 3, with the default preset's training settings."""
+    default = initbench.preset("default")
+    grid = Grid.from_dict(
+        {
+            "schemes": [
+                "kaiming_normal[mode=fan_in,nonlinearity=matched]",
+                "xavier_normal[gain=unit]",
+            ],
+            "activations": ["relu"],
+            "depths": [30],
+            "seeds": 2,
+        },
+        default,
+    )
+    records = compute_chunk(grid.runs(), grid, CPU, load_dataset("digits"))
+    acc = records.cells.groupby("scheme")["final_test_acc"].mean()
+    assert acc["kaiming_normal"] > 0.8
+    assert acc["xavier_normal"] < 0.2  # chance is 0.1
+
+
+def test_divergence_is_recorded_with_its_step():
+    grid = Grid(dataset="digits", train_steps=30, eval_every=10, lr=50.0, momentum=0.9)
+    records = compute_chunk(
+        _runs(["kaiming_normal"], depth=4, width=32, seeds=(0,)), grid, CPU, load_dataset("digits")
+    )
+    cells = records.cells
+    assert (cells["status"] == "diverged").all()
+    assert cells["diverged_step"].between(1, 30).all()
+    assert cells["reason"].str.contains("non-finite training loss").all()
+
+
+def test_out_of_memory_marks_runs_oom_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from initbench import runner
+
+    real = runner._compute
+
+    def oom_for_tanh(runs, *args):
+        if runs[0].cell.activation.name == "tanh":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.59 GiB")
+        return real(runs, *args)
+
+    monkeypatch.setattr(runner, "_compute", oom_for_tanh)
+    grid = Grid(
+        schemes=("orthogonal",), activations=("tanh", "relu"), depths=(2,), widths=(8,), seeds=1
+    )
+    cells = initbench.load(
+        initbench.sweep(grid, tmp_path / "s", device="cpu", progress=False)
+    ).cells
+    assert set(cells.loc[cells.activation == "tanh", "status"]) == {"oom"}
+    assert set(cells.loc[cells.activation == "relu", "status"]) == {"ok"}
+
+
+def test_embedded_datasets_need_no_download():
+    digits = load_dataset("digits")
+    assert (
+        digits.x_train.shape[1:] == (1, 8, 8) and len(digits.x_train) + len(digits.x_test) == 1797
+    )
+    assert abs(
+        digits.x_train.mean().item()
+    ) < 1e-5 and digits.x_train.std().item() == pytest.approx(1, abs=1e-3)
+    m1d = load_dataset("mnist1d")
+    assert m1d.x_train.shape[1:] == (1, 40) and m1d.y_train.max().item() == 9
+    with pytest.raises(UsageError, match="1-D"):
+        m1d.inputs(m1d.x_train, "cnn")
+
+
+def _write_idx(path, array, magic):
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape))
+        fh.write(array.tobytes())
+
+
+def test_torchvision_mnist_loads_local_files_and_refuses_to_download(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(
+            raw / f"{split}-images-idx3-ubyte.gz",
+            rng.integers(0, 255, (n, 28, 28), dtype=np.uint8),
+            2051,
+        )
+        _write_idx(
+            raw / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8), 2049
+        )
+    # torchvision reads the uncompressed files
+    for gz in raw.glob("*.gz"):
+        with gzip.open(gz) as fh:
+            (raw / gz.stem).write_bytes(fh.read())
+    mnist = load_dataset("mnist", tmp_path)
+    assert mnist.x_train.shape == (60, 1, 28, 28) and mnist.x_test.shape == (20, 1, 28, 28)
+    with pytest.raises(UsageError, match="--download"):
+        load_dataset("fashion_mnist", tmp_path / "empty")
