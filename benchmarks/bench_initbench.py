@@ -1,0 +1,115 @@
+"""asv benchmarks of initbench's own speed and key numbers (numpy/pandas style)."""
+
+import tempfile
+
+import torch
+
+import initbench
+from initbench import Grid
+from initbench.activations import get_activation
+from initbench.device import resolve_device
+from initbench.grid import Cell, Run
+from initbench.runner import compute_chunk
+from initbench.schemes import expand_schemes, get_scheme
+
+CPU = resolve_device("cpu")
+
+
+def setup(*params):
+    torch.manual_seed(0)
+
+
+class TimeSchemes:
+    """Every registered scheme on representative weight shapes."""
+
+    params = (
+        [s.id for s in expand_schemes(["*"], ["matched"])],
+        ["256x256", "1024x1024", "64x64x3x3"],
+    )
+    param_names = ("scheme", "shape")
+
+    def setup(self, scheme, shape):
+        self.scheme = get_scheme(scheme)
+        self.shape = tuple(int(s) for s in shape.split("x"))
+        if self.scheme.not_applicable(self.shape) or self.scheme.data_dependent:
+            raise NotImplementedError("not applicable")
+        self.weight = torch.empty(self.shape)
+        self.act = get_activation("relu")
+
+    def time_init(self, scheme, shape):
+        self.scheme.init(self.weight, self.act, torch.Generator().manual_seed(0))
+
+
+def _runs(
+    arch,
+    depth,
+    width,
+    seeds=4,
+    scheme="kaiming_normal[mode=fan_in,nonlinearity=matched]",
+    act="relu",
+):
+    cell = Cell(get_scheme(scheme), get_activation(act), arch, depth, width)
+    return [Run(cell, s) for s in range(seeds)]
+
+
+class Probe:
+    """Probe time and peak memory by arch x depth x width (4 stacked runs)."""
+
+    params = (["mlp", "cnn"], [5, 20], [64, 256])
+    param_names = ("arch", "depth", "width")
+
+    def setup(self, arch, depth, width):
+        if arch == "cnn" and width > 64:
+            raise NotImplementedError("cnn widths above 64 are minutes on a CPU")
+        self.grid = Grid(batch_size=128, image_size=8)
+        self.runs = _runs(arch, depth, width)
+
+    def time_probe(self, arch, depth, width):
+        compute_chunk(self.runs, self.grid, CPU, None)
+
+    def peakmem_probe(self, arch, depth, width):
+        compute_chunk(self.runs, self.grid, CPU, None)
+
+
+class TrainStep:
+    """Ten training steps of a stacked ensemble of 8 runs on digits."""
+
+    def setup(self):
+        self.grid = Grid(dataset="digits", train_steps=10, eval_every=10)
+        self.runs = _runs("mlp", 10, 128, seeds=8)
+        from initbench.data import load_dataset
+
+        self.data = load_dataset("digits")
+
+    def time_train_10_steps(self):
+        compute_chunk(self.runs, self.grid, CPU, self.data)
+
+
+class QuickSweep:
+    timeout = 300
+
+    def time_quick_preset(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            initbench.sweep(initbench.preset("quick"), f"{tmp}/q", device="cpu", progress=False)
+
+
+class TrackNumbers:
+    """Numerical regressions show in asv's graphs: ratios at depth 20, width 256, 8 seeds."""
+
+    params = (["relu+kaiming", "tanh+xavier"], ["var_ratio", "grad_ratio"])
+    param_names = ("cell", "metric")
+    unit = "ratio"
+
+    def setup(self, cell, metric):
+        act, scheme = cell.split("+")
+        scheme = {
+            "kaiming": "kaiming_normal[mode=fan_in,nonlinearity=matched]",
+            "xavier": "xavier_normal[gain=unit]",
+        }[scheme]
+        runs = _runs("mlp", 20, 256, seeds=8, scheme=scheme, act=act)
+        self.cells = compute_chunk(runs, Grid(batch_size=256), CPU, None).cells
+
+    def track_geometric_mean(self, cell, metric):
+        import numpy as np
+
+        return float(np.exp(np.log(self.cells[metric].astype(float)).mean()))
