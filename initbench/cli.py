@@ -125,8 +125,7 @@ def sweep(
     download: Annotated[bool, typer.Option(help="Let torchvision download.")] = False,
     deterministic: Annotated[bool, typer.Option(help="Deterministic kernels.")] = False,
     gpu_memory_fraction: Annotated[float | None, typer.Option(help="Cap GPU memory.")] = None,
-    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    executor: Annotated[str, typer.Option(help="Where runs execute: local.")] = "local",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep (resumes when OUT holds the same grid)."""
@@ -163,7 +162,6 @@ def sweep(
         data_dir=data_dir,
         download=download,
         executor=executor,
-        ray_address=ray_address,
     )
     typer.echo(f"results in {path}")
 

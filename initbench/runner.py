@@ -10,7 +10,7 @@ import math
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -279,7 +279,6 @@ def sweep(
     data_dir: str | Path | None = None,
     download: bool = False,
     executor: str = "local",
-    ray_address: str | None = None,
 ) -> Path:
     """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
 
@@ -291,8 +290,10 @@ def sweep(
     """
     runs = grid.runs()
     torch_device = resolve_device(device)
-    if executor not in ("local", "ray"):
-        raise UsageError(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "ray":
+        raise UsageError("the ray executor is not available in this release; use --executor local")
+    if executor != "local":
+        raise UsageError(f"unknown executor {executor!r}; choose local")
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
     set_deterministic(deterministic)
     use_full_float32()
@@ -316,7 +317,7 @@ def sweep(
     chunks = plan_chunks(todo, grid, torch_device)
     bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
     try:
-        for records in _execute(chunks, grid, torch_device, dataset, executor, ray_address):
+        for records in (compute_chunk(c, grid, torch_device, dataset) for c in chunks):
             store.write(records)
             bar.update(len(records.cells))
     finally:
@@ -324,23 +325,6 @@ def sweep(
         store.compact()
         store.write_meta(meta | {"finished": _now()})
     return Path(out)
-
-
-def _execute(
-    chunks: list[list[Run]],
-    grid: Grid,
-    device: torch.device,
-    dataset: Dataset | None,
-    executor: str,
-    ray_address: str | None,
-) -> Iterator[Records]:
-    if executor == "ray":
-        from initbench.ray_executor import execute
-
-        yield from execute(chunks, grid, device, ray_address)
-        return
-    for chunk in chunks:
-        yield compute_chunk(chunk, grid, device, dataset)
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):
