@@ -85,13 +85,14 @@ def _gain_columns(run: Run) -> tuple[str, float]:
 
 
 def _cell_rows(runs: Sequence[Run], device: torch.device, **columns: Any) -> pd.DataFrame:
+    gains = [_gain_columns(r) for r in runs]
     base = {
         "run_id": [r.id for r in runs],
         "cell_id": [r.cell.id for r in runs],
         "scheme_id": [r.cell.scheme.id for r in runs],
         "scheme": [r.cell.scheme.name for r in runs],
-        "gain": [_gain_columns(r)[0] for r in runs],
-        "gain_value": [_gain_columns(r)[1] for r in runs],
+        "gain": [g[0] for g in gains],
+        "gain_value": [g[1] for g in gains],
         "activation": [r.cell.activation.id for r in runs],
         "arch": [r.cell.arch for r in runs],
         "depth": [r.cell.depth for r in runs],
@@ -110,11 +111,11 @@ def _probe_inputs(
     grid: Grid, run: Run, dataset: Dataset | None
 ) -> tuple[tuple[int, ...] | None, torch.Tensor | None, int]:
     """Probe batch shape (or data batch) and the number of spatial positions."""
-    cell = grid_cell = run.cell
+    cell = run.cell
     if dataset is None:
         side = grid.image_size if cell.arch == "cnn" else 0
         spatial = (side, side) if side else ()
-        return (grid.batch_size, grid_cell.width, *spatial), None, max(side, 1) ** 2
+        return (grid.batch_size, cell.width, *spatial), None, max(side, 1) ** 2
     data = dataset.inputs(dataset.x_train[: grid.batch_size], cell.arch)
     side = dataset.info.side if cell.arch == "cnn" else 1
     return None, data, side * side
