@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -92,7 +93,6 @@ class Grid:
     momentum: float = 0.9
     eval_every: int = 25
     target_accuracy: float = 0.8
-    _cells: list[Cell] = field(default_factory=list, compare=False, repr=False)
 
     # ---- construction -----------------------------------------------------------------
 
@@ -133,7 +133,11 @@ class Grid:
     # ---- expansion ----------------------------------------------------------------------
 
     def validate(self) -> Grid:
-        """Checks every value; raises UsageError naming the first problem."""
+        """Checks every value and expands the cells; raises UsageError naming the first problem."""
+        _ = self._cells
+        return self
+
+    def _check(self) -> None:
         for name in ("depths", "widths"):
             values = getattr(self, name)
             if not values:
@@ -168,25 +172,24 @@ class Grid:
                 raise UsageError(f"{name} is empty: the grid has no cells")
         for arch in self.archs:
             check_arch(arch)
-        if not self._cells:
-            self._cells.extend(self._expand())
-        return self
 
-    def _expand(self) -> list[Cell]:
+    @cached_property
+    def _cells(self) -> tuple[Cell, ...]:
+        self._check()
         schemes = expand_schemes(self.schemes, self.gains)
         activations = list({a.id: a for a in map(get_activation, self.activations)}.values())
-        return [
+        return tuple(
             Cell(scheme, act, arch, depth, width)
             for arch in dict.fromkeys(self.archs)
             for depth in dict.fromkeys(self.depths)
             for width in dict.fromkeys(self.widths)
             for act in activations
             for scheme in schemes
-        ]
+        )
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in a stable order."""
-        return list(self.validate()._cells)
+        return list(self._cells)
 
     def runs(self) -> list[Run]:
         """Every run (cell x seed)."""

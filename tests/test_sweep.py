@@ -125,6 +125,14 @@ def test_toml_config_round_trip(tmp_path):
     assert Grid.from_dict(grid.to_dict()) == grid
 
 
+def test_a_derived_grid_has_its_own_cells():
+    base = Grid(schemes=("zeros",), activations=("relu",), depths=(2,), widths=(8,), seeds=1)
+    assert [c.id for c in base.cells()] == ["zeros|relu|mlp|d2|w8"]
+    derived = Grid.from_dict({"depths": [3, 4], "widths": [16]}, base)
+    assert [c.id for c in derived.cells()] == ["zeros|relu|mlp|d3|w16", "zeros|relu|mlp|d4|w16"]
+    assert [c.id for c in base.cells()] == ["zeros|relu|mlp|d2|w8"]
+
+
 def _cli(*args, cwd=None):
     env = os.environ | {"INITBENCH_DEBUG": ""}
     return subprocess.run(
