@@ -61,11 +61,16 @@ class Activation:
         """An ``nn.Module`` computing this activation."""
         return _Lambda(self.fn, self.id)
 
-    def saturated(self, post: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of outputs within 1% of the output range of a bound."""
+    def saturated_fraction(self, post: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        """Fraction of outputs (over ``dims``) strictly within 1% of the range of a bound.
+
+        Computed in float arithmetic (``sign(relu(|post - centre| - threshold))``), which
+        runs several times faster on CPUs than comparison masks do.
+        """
         lo, hi = self.bounds  # type: ignore[misc]
-        margin = SATURATION_MARGIN * (hi - lo)
-        return (post <= lo + margin) | (post >= hi - margin)
+        threshold = (hi - lo) / 2 - SATURATION_MARGIN * (hi - lo)
+        distance = (post - (lo + hi) / 2).abs_()
+        return distance.sub_(threshold).clamp_(min=0).sign_().mean(dims)
 
 
 class _Lambda(nn.Module):

@@ -130,15 +130,33 @@ class StackedNet(nn.Module):
             return self.per_run(a).mean(dim=(-2, -1))  # global average pool: (R, B, N)
         return a
 
-    def forward(self, x: torch.Tensor, pre: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Network output; the hidden pre-activations are appended to ``pre`` if given."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        pre: list[torch.Tensor] | None = None,
+        post: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Network output; hidden pre- and post-activations are appended to ``pre``, ``post``."""
         a = self.to_stacked_input(x)
         for index in range(self.depth):
             h = self.layer(index, a)
+            a = self.activation.fn(h)
             if pre is not None:
                 pre.append(h)
-            a = self.activation.fn(h)
+            if post is not None:
+                post.append(a)
         return self.layer(self.depth, self.readout_input(a))
+
+    def run_dims(self, h: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        """A view of a hidden tensor for per-run reductions, without copying.
+
+        Returns ``(view, run_dims, batch_dims)``: reducing ``view`` over ``run_dims`` gives
+        one value per run; over ``batch_dims`` one value per run and unit (channel).
+        """
+        if self.arch == "cnn":  # (B, R*C, H, W) -> (B, R, C, H*W)
+            view = h.reshape(h.shape[0], self.runs, -1, h.shape[-2] * h.shape[-1])
+            return view, (0, 2, 3), (0, 3)
+        return h, (1, 2), (1,)  # (R, B, N)
 
     @torch.no_grad()
     def load_runs(self, models: Sequence[nn.Module]) -> StackedNet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from initbench.device import run_generator
@@ -13,7 +15,7 @@ from initbench.schemes import apply
 def reference_probe(
     run: Run, batch: int, in_features: int, out_features: int, spatial: tuple[int, ...] = ()
 ) -> dict[str, list[float]]:
-    """Per-layer pre_var, post_var, grad_w_norm, grad_h_var of one run, computed plainly."""
+    """Every per-layer statistic of one run, computed plainly."""
     cell = run.cell
     model = build_model(
         cell.arch, cell.depth, cell.width, cell.activation, in_features, out_features
@@ -41,14 +43,28 @@ def reference_probe(
     weights = [layer.weight for layer in weighted_layers(model)[:-1]]
     grads = torch.autograd.grad(out, pre + weights, grad_outputs=cotangent)
     depth = cell.depth
+    act = cell.activation
+    post = [act.fn(h) for h in pre]
+
+    def dead(h: torch.Tensor) -> float:  # h: (B, units, *spatial)
+        if not act.relu_family:
+            return math.nan
+        return (h <= 0).transpose(0, 1).flatten(1).all(1).float().mean().item()
+
+    def saturated(a: torch.Tensor) -> float:
+        if act.bounds is None:
+            return math.nan
+        lo, hi = act.bounds
+        margin = 0.01 * (hi - lo)
+        return ((a < lo + margin) | (a > hi - margin)).float().mean().item()
+
     return {
+        "pre_mean": [h.mean().item() for h in pre],
         "pre_var": [h.var(correction=0).item() for h in pre],
-        "post_var": [cell.activation.fn(h).var(correction=0).item() for h in pre],
+        "post_mean": [a.mean().item() for a in post],
+        "post_var": [a.var(correction=0).item() for a in post],
+        "dead_frac": [dead(h) for h in pre],
+        "sat_frac": [saturated(a) for a in post],
         "grad_h_var": [g.var(correction=0).item() for g in grads[:depth]],
         "grad_w_norm": [g.norm().item() for g in grads[depth:]],
     }
-
-
-def apply_reference(run: Run, model: torch.nn.Module) -> None:
-    """Initializes a model through the public ``apply`` with the run's generator."""
-    apply(model, run.cell.scheme, run.cell.activation, generator=run_generator(run.seed))

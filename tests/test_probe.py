@@ -104,7 +104,8 @@ SCHEMES = [
 
 
 @pytest.mark.parametrize(
-    "arch, activation", [("mlp", "tanh"), ("mlp", "leaky_relu"), ("cnn", "relu")]
+    "arch, activation",
+    [("mlp", "tanh"), ("mlp", "leaky_relu"), ("mlp", "sigmoid"), ("cnn", "relu"), ("cnn", "tanh")],
 )
 def test_vectorised_equals_per_run_loop(arch, activation):
     grid = Grid(batch_size=16, image_size=6)
