@@ -26,15 +26,11 @@ def expect(f: Elementwise, q: float = 1.0) -> float:
     return float((f(_Z * np.sqrt(q)) * _W).sum())
 
 
-def derivative(phi: Elementwise) -> Elementwise:
-    """Returns the elementwise derivative of ``phi`` through autograd."""
-
-    def dphi(h: torch.Tensor) -> torch.Tensor:
-        h = h.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(phi(h).sum(), h)
-        return grad
-
-    return dphi
+def derivative_second_moments(phi: Elementwise, q: Sequence[float]) -> list[float]:
+    """Returns ``E[phi'(sqrt(q) z)^2]`` for each ``q``, in one autograd pass."""
+    h = (_Z * torch.tensor(q, dtype=torch.float64).sqrt().unsqueeze(1)).requires_grad_(True)
+    (dphi,) = torch.autograd.grad(phi(h).sum(), h)
+    return (dphi.square() * _W).sum(1).tolist()
 
 
 def pre_var(
@@ -80,11 +76,10 @@ def grad_h_var(
     Returns:
         One variance per hidden layer, first layer first.
     """
-    dphi = derivative(phi)
+    slopes = derivative_second_moments(phi, q) if q else []
     out: list[float] = []
     upstream = cotangent_var
     for layer in reversed(range(len(q))):
-        grad_a = back_gain[layer] * upstream
-        upstream = grad_a * expect(lambda h: dphi(h) ** 2, q[layer])
+        upstream = back_gain[layer] * upstream * slopes[layer]
         out.append(upstream)
     return out[::-1]

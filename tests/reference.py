@@ -68,3 +68,8 @@ def reference_probe(
         "grad_h_var": [g.var(correction=0).item() for g in grads[:depth]],
         "grad_w_norm": [g.norm().item() for g in grads[depth:]],
     }
+
+
+def apply_reference(run: Run, model: torch.nn.Module) -> None:
+    """Initializes a model through the public ``apply`` with the run's generator."""
+    apply(model, run.cell.scheme, run.cell.activation, generator=run_generator(run.seed))

@@ -91,6 +91,15 @@ def test_tanh_theory_matches_monte_carlo_map():
         q = (5 / 3) ** 2 * torch.tanh(math.sqrt(q) * z).pow(2).mean().item()
     theory = layers.groupby("layer")["theory_pre_var"].first().tolist()
     assert theory == pytest.approx(expected, rel=2e-3)
+    # backward: Var(dL/dh_l) = Var(dL/dh_{l+1}) * fan_out Var(w) * E[tanh'(h_l)^2], from the
+    # readout (1024 -> 1024 here) down; tanh' = 1 - tanh^2
+    slope = [(1 - torch.tanh(math.sqrt(q) * z).pow(2)).pow(2).mean().item() for q in expected]
+    grad, expected_grad = 1.0, []
+    for layer in reversed(range(6)):
+        grad *= (5 / 3) ** 2 * slope[layer]
+        expected_grad.append(grad)
+    theory_grad = layers.groupby("layer")["theory_grad_h_var"].first().tolist()
+    assert theory_grad == pytest.approx(expected_grad[::-1], rel=2e-3)
 
 
 SCHEMES = [
