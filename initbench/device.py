@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import random
 
 import numpy as np
@@ -71,6 +73,27 @@ def limit_gpu_memory(fraction: float, device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def keep_freed_memory() -> bool:
+    """Tells glibc's malloc to reuse freed blocks rather than return them to the system.
+
+    A stacked chunk allocates and frees tensors of a few MiB for every layer. By default
+    glibc serves those with fresh ``mmap`` pages (or trims them off the heap), so every
+    layer pays page faults on first touch; on a 2-core CPU that costs a fifth of a probe.
+    Keeping up to 1 GiB of freed memory (and serving blocks up to 32 MiB from the heap)
+    removes that cost. A no-op where the C library is not glibc; returns whether it applied.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(
+        libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 32 << 20)
+    )
+
+
 def run_generator(seed: int, stream: int = 0) -> torch.Generator:
     """The CPU generator of one run: weights, then the probe batch, then the cotangent.
 
@@ -108,7 +131,5 @@ def device_info(device: torch.device) -> dict[str, object]:
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
         info["total_memory"] = torch.cuda.get_device_properties(device).total_memory
     else:
-        import platform
-
         info["device_name"] = platform.processor() or platform.machine()
     return info

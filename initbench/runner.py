@@ -25,6 +25,7 @@ from initbench.device import (
     device_info,
     free_memory,
     is_out_of_memory,
+    keep_freed_memory,
     limit_gpu_memory,
     resolve_device,
     set_deterministic,
@@ -298,6 +299,7 @@ def sweep(
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
     set_deterministic(deterministic)
     use_full_float32()
+    keep_freed_memory()
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction, torch_device)
     store = Store(out)

@@ -18,11 +18,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from initbench.errors import UsageError
 
@@ -132,46 +136,90 @@ class Store:
 
     def finished_run_ids(self) -> set[str]:
         """Runs that need no recomputation (ok, diverged, skipped)."""
-        cells = read_table(self.root, "cells")
-        if cells.empty:
-            return set()
+        cells = read_table(self.root, "cells", columns=["run_id", "status"])
         return set(cells.loc[cells["status"].isin(FINISHED), "run_id"])
 
     def compact(self) -> None:
-        """Merges shards into the three tables and removes them."""
+        """Merges shards into the three tables, streaming file by file, and removes them.
+
+        Memory holds one shard (or one row group of a compacted table) at a time, plus the
+        run ids, whatever the size of the sweep.
+        """
         shard_files = sorted(self.shards.glob("*.parquet")) if self.shards.exists() else []
         if not shard_files:
             return
         for table in TABLES:
-            frame = read_table(self.root, table)
-            atomic_write_parquet(self.root / f"{table}.parquet", frame)
+            path = self.root / f"{table}.parquet"
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                writer = None
+                for batch in _latest_rows(self.root, table):
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, batch.schema)
+                    writer.write_table(batch.cast(writer.schema))
+                if writer is None:
+                    continue
+                writer.close()
+                _fsync(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         for path in shard_files:
             path.unlink(missing_ok=True)
 
 
-def read_table(root: str | Path, table: str) -> pd.DataFrame:
-    """One table of a sweep: compacted rows and finished shards, latest row per key."""
-    root = Path(root)
-    parts = []
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _sources(root: Path, table: str) -> list[Path | None]:
+    """The files a table's rows come from, oldest first: the compacted table, then the
+    shards of finished chunks (None where a chunk wrote no rows of this table)."""
+    sources: list[Path | None] = []
     main = root / f"{table}.parquet"
-    if main.exists():
-        parts.append(pd.read_parquet(main))
+    if (root / "cells.parquet").exists():
+        sources.append(main if main.exists() else None)
     shards = root / "shards"
     if shards.exists():
-        finished = {p.name.split(".")[0] for p in shards.glob("*.cells.parquet")}
-        for path in sorted(shards.glob(f"*.{table}.parquet")):
-            if path.name.split(".")[0] in finished:
-                parts.append(pd.read_parquet(path))
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return pd.DataFrame()
-    frame = pd.concat(parts, ignore_index=True)
-    frame = frame.drop_duplicates(KEYS[table], keep="last")
-    if table != "cells":
-        cells = read_table(root, "cells")
-        if not cells.empty:  # rows of runs whose latest attempt did not finish are stale
-            frame = frame[frame["run_id"].isin(cells["run_id"])]
-    return frame.reset_index(drop=True)
+        for cells in sorted(shards.glob("*.cells.parquet")):
+            path = cells.with_name(cells.name.replace(".cells.", f".{table}."))
+            sources.append(path if path.exists() else None)
+    return sources
+
+
+def _latest_rows(root: Path, table: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A table's current rows, file by file: each run's rows come from its latest attempt.
+
+    A run's latest attempt is the last file whose ``cells`` rows name it; its rows of
+    ``layers`` and ``curves`` are those of the same chunk, so rows of an earlier attempt
+    (or of a chunk whose ``cells`` shard was never written) never show.
+    """
+    cell_sources = _sources(root, "cells")
+    latest: dict[str, int] = {}
+    for index, path in enumerate(cell_sources):
+        for run_id in pq.read_table(path, columns=["run_id"]).column(0).to_pylist():
+            latest[run_id] = index
+    keep: list[list[str]] = [[] for _ in cell_sources]
+    for run_id, index in latest.items():
+        keep[index].append(run_id)
+    for index, path in enumerate(_sources(root, table)):
+        if path is None or not keep[index]:
+            continue
+        wanted = pa.array(keep[index], pa.string())
+        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+            rows = pa.Table.from_batches([batch])
+            rows = rows.filter(pc.is_in(rows["run_id"], value_set=wanted))
+            if rows.num_rows:
+                yield rows
+
+
+def read_table(root: str | Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One table of a sweep: compacted rows and finished shards, latest attempt per run."""
+    batches = list(_latest_rows(Path(root), table, columns))
+    if not batches:
+        return pd.DataFrame(columns=columns or [])
+    return pa.concat_tables(batches, promote_options="permissive").to_pandas()
 
 
 def load(path: str | Path) -> Results:
