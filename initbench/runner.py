@@ -86,8 +86,9 @@ def _gain_columns(run: Run) -> tuple[str, float]:
 
 
 def _cell_rows(runs: Sequence[Run], device: torch.device, **columns: Any) -> pd.DataFrame:
+    """``cells`` rows of ``runs``: identity columns, then ``columns`` (scalars or arrays)."""
     gains = [_gain_columns(r) for r in runs]
-    base = {
+    values = {
         "run_id": [r.id for r in runs],
         "cell_id": [r.cell.id for r in runs],
         "scheme_id": [r.cell.scheme.id for r in runs],
@@ -100,12 +101,14 @@ def _cell_rows(runs: Sequence[Run], device: torch.device, **columns: Any) -> pd.
         "width": [r.cell.width for r in runs],
         "seed": [r.seed for r in runs],
         "device": str(device),
-    }
-    frame = pd.DataFrame(base | columns, index=range(len(runs)))
+    } | columns
+    data = {}
     for column, dtype in CELL_COLUMNS.items():
-        if column not in frame:
-            frame[column] = pd.NA if dtype == "string" else np.nan
-    return frame[list(CELL_COLUMNS)].astype(CELL_COLUMNS)
+        value = values.get(column, None if dtype == "string" else math.nan)
+        if value is None or np.ndim(value) == 0:
+            value = [value] * len(runs)
+        data[column] = pd.array(value, dtype=dtype)
+    return pd.DataFrame(data)
 
 
 def _probe_inputs(
