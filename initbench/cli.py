@@ -17,6 +17,8 @@ import typer
 
 from initbench.errors import UsageError
 
+LARGE_GRID_SECONDS = 12 * 3600  # longer estimated sweeps need --yes
+
 app = typer.Typer(
     help="Benchmark neural-network weight initialization in PyTorch.",
     no_args_is_help=True,
@@ -125,10 +127,15 @@ def sweep(
     download: Annotated[bool, typer.Option(help="Let torchvision download.")] = False,
     deterministic: Annotated[bool, typer.Option(help="Deterministic kernels.")] = False,
     gpu_memory_fraction: Annotated[float | None, typer.Option(help="Cap GPU memory.")] = None,
-    executor: Annotated[str, typer.Option(help="Where runs execute: local.")] = "local",
+    executor: Annotated[str, typer.Option(help="Where runs execute: local or ray.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start Ray here).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a grid estimated at days.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep (resumes when OUT holds the same grid)."""
+    from initbench.device import resolve_device
     from initbench.grid import Grid
     from initbench.grid import preset as get_preset
     from initbench.runner import sweep as run_sweep
@@ -151,6 +158,12 @@ def sweep(
         "lr": lr,
     }
     grid = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
+    seconds = grid.estimate_seconds(resolve_device(device).type)
+    if seconds > LARGE_GRID_SECONDS and not yes:
+        raise UsageError(
+            f"this grid has {len(grid.runs()):,} runs, about {_duration(seconds)} on {device}; "
+            "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
+        )
     out = out or Path("results") / (preset or (config.stem if config else "sweep"))
     path = run_sweep(
         grid,
@@ -162,8 +175,16 @@ def sweep(
         data_dir=data_dir,
         download=download,
         executor=executor,
+        ray_address=ray_address,
     )
     typer.echo(f"results in {path}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 @app.command("report")

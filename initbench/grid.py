@@ -18,6 +18,7 @@ from initbench.schemes import Scheme, expand_schemes
 OPTIMIZERS = ("sgd", "adam")
 MAX_WIDTH = 65_536
 MAX_DEPTH = 10_000
+ASSUMED_FLOPS = {"cpu": 3e10, "cuda": 2e12, "mps": 3e11}  # for time estimates only
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,19 @@ class Grid:
 
     def flops_per_run(self, cell: Cell) -> float:
         """Multiply-adds x 2 of one probe: forward, input gradients and weight gradients."""
+        return 6.0 * self.batch_size * self._macs_per_example(cell)
+
+    def estimate_seconds(self, device_type: str = "cpu") -> float:
+        """A rough wall time for the whole grid: probes and training steps at a throughput
+        typical of initbench on the device (tens of GFLOP/s on a laptop CPU)."""
+        per_step = 6.0 * self.train_batch_size * self.train_steps
+        total = sum(
+            self.flops_per_run(cell) + per_step * self._macs_per_example(cell)
+            for cell in self.cells()
+        )
+        return total * self.seeds / ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])
+
+    def _macs_per_example(self, cell: Cell) -> int:
         spatial = 1
         if cell.arch == "cnn":
             side = self.image_size
@@ -220,8 +234,7 @@ class Grid:
                 side = dataset_info(self.dataset).side
             spatial = side * side
         shapes = self.shapes(cell)
-        per_example = sum(_macs(s) * spatial for s in shapes[:-1]) + _macs(shapes[-1])
-        return 6.0 * self.batch_size * per_example
+        return sum(_macs(s) * spatial for s in shapes[:-1]) + _macs(shapes[-1])
 
 
 def _macs(shape: tuple[int, ...]) -> int:
@@ -304,16 +317,15 @@ _register(
 )
 _register(
     "full",
-    "every scheme x every activation x mlp and cnn x depths 2-50 x widths 64-512, 5 seeds, "
-    "500 training steps on digits (hours on a CPU; use a GPU or --executor ray)",
+    "every scheme x every activation x mlp and cnn x depths 2-50 x widths 64-256, 5 seeds, "
+    "probed on digits (days on a 2-core CPU, about an hour on one GPU; spread it with "
+    "--executor ray)",
     Grid(
         activations=("identity", "tanh", "sigmoid", "relu", "leaky_relu", "selu", "gelu", "silu"),
         archs=("mlp", "cnn"),
         depths=(2, 5, 10, 20, 50),
-        widths=(64, 128, 256, 512),
+        widths=(64, 128, 256),
         seeds=5,
         dataset="digits",
-        train_steps=500,
-        lr=0.003,
     ),
 )

@@ -6,6 +6,7 @@ executors decide where chunks run: in this process (``local``) or as Ray tasks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import time
@@ -37,6 +38,7 @@ from initbench.models import StackedNet
 from initbench.probe import LAYER_STATS, init_stack, probe, theory_columns
 from initbench.store import Records, Store
 
+EXECUTORS = ("local", "ray")
 CHUNK_BYTES = {"cpu": 512 * 2**20, "cuda": 4 * 2**30}
 MAX_CHUNK_RUNS = 64
 BYTES_PER_ACTIVATION = 4 * 6  # float32 h, a, their gradients, and temporaries
@@ -151,10 +153,16 @@ def compute_chunk(
             oom = is_out_of_memory(error)
             if oom:
                 free_memory(device)
-            status = "oom" if oom else "failed"
-            reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-            parts.append(_cell_rows(todo, device, status=status, reason=reason))
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            parts.append(failed_records(todo, device, reason, "oom" if oom else "failed").cells)
     return Records(pd.concat(parts, ignore_index=True), layers, curves)
+
+
+def failed_records(
+    runs: Sequence[Run], device: torch.device, reason: str, status: str = "failed"
+) -> Records:
+    """``cells`` rows marking ``runs`` failed (or oom) with a one-line reason; retried later."""
+    return Records(_cell_rows(runs, device, status=status, reason=reason[:500]))
 
 
 def _compute(
@@ -284,21 +292,32 @@ def sweep(
     data_dir: str | Path | None = None,
     download: bool = False,
     executor: str = "local",
+    ray_address: str | None = None,
 ) -> Path:
     """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
 
     Re-running with the same grid and folder resumes: finished runs (ok, diverged, skipped)
-    are kept, failed and missing ones computed.
+    are kept, failed and missing ones computed. An interrupt (Ctrl-C) keeps every chunk
+    that finished.
+
+    Args:
+        executor: ``local`` (this process) or ``ray`` (Ray tasks; see
+            :mod:`initbench.ray_executor`).
+        ray_address: the Ray cluster to use; None starts Ray on this machine.
 
     Returns:
         The sweep folder.
     """
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from initbench.ray_executor import import_ray
+
+        import_ray()
+    elif ray_address is not None:
+        raise UsageError("--ray-address needs --executor ray")
     runs = grid.runs()
     torch_device = resolve_device(device)
-    if executor == "ray":
-        raise UsageError("the ray executor is not available in this release; use --executor local")
-    if executor != "local":
-        raise UsageError(f"unknown executor {executor!r}; choose local")
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
     set_deterministic(deterministic)
     use_full_float32()
@@ -313,6 +332,7 @@ def sweep(
             "git_commit": _git_commit(),
             "deterministic": deterministic,
             "gpu_memory_fraction": gpu_memory_fraction,
+            "executor": executor,
             "runs": len(runs),
             "started": _now(),
         }
@@ -321,16 +341,38 @@ def sweep(
     finished = store.finished_run_ids()
     todo = [r for r in runs if r.id not in finished]
     chunks = plan_chunks(todo, grid, torch_device)
+    if executor == "ray":
+        from initbench.ray_executor import run_chunks
+
+        results = run_chunks(
+            chunks,
+            grid,
+            torch_device,
+            address=ray_address,
+            deterministic=deterministic,
+            data_dir=data_dir,
+        )
+    else:
+        results = (compute_chunk(c, grid, torch_device, dataset) for c in chunks)
     bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
     try:
-        for records in (compute_chunk(c, grid, torch_device, dataset) for c in chunks):
-            store.write(records)
-            bar.update(len(records.cells))
-    finally:
+        with contextlib.closing(results):
+            for records in results:
+                store.write(records)
+                bar.update(len(records.cells))
+    except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
         bar.close()
-        store.compact()
-        store.write_meta(meta | {"finished": _now()})
+        with contextlib.suppress(OSError):  # the error on its way out is the one to see
+            _finish(store, meta)
+        raise
+    bar.close()
+    _finish(store, meta)
     return Path(out)
+
+
+def _finish(store: Store, meta: dict[str, Any]) -> None:
+    store.compact()
+    store.write_meta(meta | {"finished": _now()})
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):

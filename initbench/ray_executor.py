@@ -1,0 +1,144 @@
+"""The ``ray`` executor: chunks run as Ray tasks; the driver writes their rows as they return.
+
+Each task gets the grid as plain values and its run ids, rebuilds the runs, and calls a
+compute function (:func:`~initbench.runner.compute_chunk` by default) on one CPU, or one
+GPU when the device is cuda. A task that raises, or whose worker dies, gives ``failed``
+rows with the reason; the sweep goes on and a re-run retries them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from initbench.errors import UsageError
+from initbench.grid import Grid, Run
+from initbench.store import Records
+
+Compute = Callable[..., Records]
+
+
+def import_ray() -> Any:
+    """Ray, or a UsageError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            "the ray executor needs Ray: pip install 'initbench[ray]' (or use --executor local)"
+        ) from None
+    return ray
+
+
+@functools.lru_cache(maxsize=8)
+def _runs_by_id(grid_json: str) -> dict[str, Run]:
+    return {run.id: run for run in Grid.from_dict(json.loads(grid_json)).runs()}
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str | None, data_dir: str | None) -> Any:
+    from initbench.data import load_dataset
+
+    return load_dataset(name, data_dir, False) if name else None
+
+
+def _task(
+    grid_json: str,
+    run_ids: Sequence[str],
+    device: str,
+    deterministic: bool,
+    data_dir: str | None,
+    compute: Compute | None,
+) -> Records:
+    """Body of one Ray task: set up this worker like the local executor, then compute."""
+    import ray
+
+    from initbench.device import keep_freed_memory, set_deterministic, use_full_float32
+    from initbench.runner import compute_chunk
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    set_deterministic(deterministic)
+    use_full_float32()
+    keep_freed_memory()
+    grid = Grid.from_dict(json.loads(grid_json))
+    runs_by_id = _runs_by_id(grid_json)
+    runs = [runs_by_id[run_id] for run_id in run_ids]
+    dataset = _dataset(grid.dataset, data_dir)
+    return (compute or compute_chunk)(runs, grid, torch.device(device), dataset)
+
+
+def run_chunks(
+    chunks: Sequence[Sequence[Run]],
+    grid: Grid,
+    device: torch.device,
+    *,
+    address: str | None = None,
+    deterministic: bool = False,
+    data_dir: str | Path | None = None,
+    compute: Compute | None = None,
+) -> Iterator[Records]:
+    """Computes ``chunks`` as Ray tasks and yields each one's records as it finishes.
+
+    Args:
+        chunks: runs grouped by :func:`~initbench.runner.plan_chunks`.
+        grid: the sweep's grid.
+        device: where each task computes; cuda gives every task one GPU.
+        address: a running cluster (``ray://host:10001`` or ``auto``); None starts Ray
+            on this machine with one task per CPU core.
+        deterministic: deterministic kernels in the workers.
+        data_dir: where workers find datasets (the same path on every node).
+        compute: the function each task calls with ``(runs, grid, device, dataset)``;
+            :func:`~initbench.runner.compute_chunk` by default.
+    """
+    from initbench.runner import failed_records
+
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise UsageError(f"cannot connect to Ray at {address!r}: {error}") from None
+    try:
+        slots = ray.cluster_resources().get("GPU" if device.type == "cuda" else "CPU", 1)
+        options = {"num_cpus": 1, "max_retries": 0}
+        if device.type == "cuda":
+            options["num_gpus"] = 1
+        task = ray.remote(**options)(_task)
+        grid_json = json.dumps(grid.to_dict(), sort_keys=True)
+        dir_name = str(data_dir) if data_dir is not None else None
+        todo = list(chunks)[::-1]
+        pending: dict[Any, Sequence[Run]] = {}
+        in_flight = max(2, 2 * int(slots))  # bounds results waiting in the object store
+        try:
+            while todo or pending:
+                while todo and len(pending) < in_flight:
+                    chunk = todo.pop()
+                    args = [r.id for r in chunk], str(device), deterministic, dir_name, compute
+                    pending[task.remote(grid_json, *args)] = chunk
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                chunk = pending.pop(ready)
+                try:
+                    yield ray.get(ready)
+                except ray.exceptions.RayError as error:
+                    yield failed_records(chunk, device, _reason(error))
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what went wrong in a task, without Ray's traceback."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,106 @@
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import initbench
+from initbench import Grid
+from initbench.errors import UsageError
+from initbench.runner import compute_chunk, plan_chunks
+from initbench.store import Store
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+GRID = Grid(
+    schemes=("xavier_normal", "kaiming_normal[mode=fan_in,nonlinearity=matched]", "orthogonal"),
+    activations=("tanh", "relu"),
+    depths=(2, 4),
+    widths=(16,),
+    seeds=2,
+    batch_size=32,
+)
+TIMING = ["probe_seconds", "train_seconds", "seconds_per_step"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance with 2 CPUs for the module; sweeps reuse it."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _sorted(frame, keys):
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def test_ray_gives_the_same_rows_as_local(tmp_path, local_ray):
+    local = initbench.load(initbench.sweep(GRID, tmp_path / "l", device="cpu", progress=False))
+    remote = initbench.load(
+        initbench.sweep(GRID, tmp_path / "r", device="cpu", progress=False, executor="ray")
+    )
+    assert remote.meta["executor"] == "ray"
+    pd.testing.assert_frame_equal(
+        _sorted(local.cells, "run_id").drop(columns=TIMING),
+        _sorted(remote.cells, "run_id").drop(columns=TIMING),
+        rtol=1e-5,
+    )
+    pd.testing.assert_frame_equal(
+        _sorted(local.layers, ["run_id", "layer"]),
+        _sorted(remote.layers, ["run_id", "layer"]),
+        rtol=1e-5,
+    )
+
+
+def test_raising_tasks_and_dead_workers_fail_their_runs_then_resume(tmp_path, local_ray):
+    from initbench.ray_executor import run_chunks
+
+    def flaky(runs, grid, device, dataset):
+        if runs[0].cell.depth == 4 and runs[0].cell.activation.name == "tanh":
+            raise ValueError("bad chunk")
+        if runs[0].cell.depth == 4:
+            os._exit(3)  # the worker process dies mid-task
+        return compute_chunk(runs, grid, device, dataset)
+
+    cpu = torch.device("cpu")
+    store = Store(tmp_path / "s")
+    store.begin(GRID.to_dict(), {})
+    for records in run_chunks(plan_chunks(GRID.runs(), GRID, cpu), GRID, cpu, compute=flaky):
+        store.write(records)
+    store.compact()
+    cells = initbench.load(tmp_path / "s").cells.set_index("run_id")
+    assert len(cells) == len(GRID.runs())
+    deep = cells[cells["depth"] == 4]
+    assert set(deep["status"]) == {"failed"}
+    assert set(deep.loc[deep["activation"] == "tanh", "reason"]) == {"ValueError: bad chunk"}
+    assert deep.loc[deep["activation"] == "relu", "reason"].str.contains("Worker").all()
+    assert set(cells.loc[cells["depth"] == 2, "status"]) == {"ok"}
+
+    initbench.sweep(GRID, tmp_path / "s", device="cpu", progress=False, executor="ray")
+    again = initbench.load(tmp_path / "s").cells.set_index("run_id")
+    assert set(again["status"]) == {"ok"} and again.index.is_unique
+    shallow = cells["depth"] == 2  # finished runs were not recomputed
+    assert again.loc[shallow[shallow].index, "probe_seconds"].equals(
+        cells.loc[shallow, "probe_seconds"]
+    )
+
+
+def test_ray_executor_without_ray_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UsageError, match=r"pip install 'initbench\[ray\]'"):
+        initbench.sweep(GRID, tmp_path / "s", device="cpu", executor="ray")
+    code = (
+        "import sys; sys.modules['ray'] = None; from initbench.cli import main; "
+        f"sys.argv = ['initbench', 'sweep', '--executor', 'ray', '--out', '{tmp_path / 'c'}']; "
+        "main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "initbench: error: the ray executor needs Ray: pip install 'initbench[ray]' "
+        "(or use --executor local)"
+    ]
