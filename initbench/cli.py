@@ -165,18 +165,24 @@ def sweep(
             "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
         )
     out = out or Path("results") / (preset or (config.stem if config else "sweep"))
-    path = run_sweep(
-        grid,
-        out,
-        device=device,
-        progress=progress,
-        deterministic=deterministic,
-        gpu_memory_fraction=gpu_memory_fraction,
-        data_dir=data_dir,
-        download=download,
-        executor=executor,
-        ray_address=ray_address,
-    )
+    try:
+        path = run_sweep(
+            grid,
+            out,
+            device=device,
+            progress=progress,
+            deterministic=deterministic,
+            gpu_memory_fraction=gpu_memory_fraction,
+            data_dir=data_dir,
+            download=download,
+            executor=executor,
+            ray_address=ray_address,
+        )
+    except KeyboardInterrupt:  # caught here: typer would exit quietly
+        typer.echo(
+            f"initbench: interrupted; finished runs are in {out}, run again to resume", err=True
+        )
+        raise typer.Exit(130) from None
     typer.echo(f"results in {path}")
 
 
@@ -220,13 +226,11 @@ def main() -> None:
             raise
         typer.echo(f"initbench: error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("initbench: interrupted; finished runs are saved, run again to resume", err=True)
-        sys.exit(130)
     except OSError as error:
         if debug:
             raise
-        typer.echo(f"initbench: error: {error}", err=True)
+        message = error.strerror if error.strerror and error.filename is None else error
+        typer.echo(f"initbench: error: {message}", err=True)
         sys.exit(1)
 
 

@@ -363,16 +363,18 @@ def sweep(
     except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
         bar.close()
         with contextlib.suppress(OSError):  # the error on its way out is the one to see
-            _finish(store, meta)
+            _finish(store, meta, "interrupted")
         raise
     bar.close()
-    _finish(store, meta)
+    _finish(store, meta, "finished")
     return Path(out)
 
 
-def _finish(store: Store, meta: dict[str, Any]) -> None:
+def _finish(store: Store, meta: dict[str, Any], how: str) -> None:
+    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta."""
     store.compact()
-    store.write_meta(meta | {"finished": _now()})
+    meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
+    store.write_meta(meta | {how: _now()})
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):

@@ -119,8 +119,8 @@ class Store:
             self.shards.mkdir(parents=True, exist_ok=True)
             meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
             self.write_meta(meta)
-        except PermissionError:
-            raise UsageError(f"cannot write to {self.root}: permission denied") from None
+        except OSError as error:  # read-only, permission denied, no space
+            raise UsageError(f"cannot write to {self.root}: {error.strerror}") from None
         return meta
 
     # ---- rows ----------------------------------------------------------------------------
@@ -129,10 +129,13 @@ class Store:
         """Writes one finished chunk as shards, ``cells`` last."""
         self._counter += 1
         stem = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}"
-        for table in TABLES:
-            frame = getattr(records, table)
-            if len(frame) or table == "cells":
-                atomic_write_parquet(self.shards / f"{stem}.{table}.parquet", frame)
+        try:
+            for table in TABLES:
+                frame = getattr(records, table)
+                if len(frame) or table == "cells":
+                    atomic_write_parquet(self.shards / f"{stem}.{table}.parquet", frame)
+        except OSError as error:  # a full disk, a read-only folder: say where, in one line
+            raise OSError(error.errno, f"cannot write to {self.root}: {error.strerror}") from None
 
     def finished_run_ids(self) -> set[str]:
         """Runs that need no recomputation (ok, diverged, skipped)."""
