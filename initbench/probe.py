@@ -131,7 +131,8 @@ def probe(net: StackedNet, x: torch.Tensor, cotangent: torch.Tensor) -> ProbeRes
         else:
             rows["dead_frac"].append(nan)
         rows["sat_frac"].append(act.saturated_fraction(a, dims) if act.bounds else nan)
-        rows["grad_w_norm"].append(torch.linalg.vector_norm(grad_w[index].flatten(1), dim=1))
+        g = grad_w[index]  # a transposed view for mlp layers: reduce it in place, no copy
+        rows["grad_w_norm"].append(torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))))
         rows["grad_h_var"].append(_mean_var(net.run_dims(grad_h[index])[0], dims)[1])
     stacked = torch.stack([torch.stack(rows[name], dim=1) for name in LAYER_STATS])
     finite_stats = stacked[
