@@ -5,6 +5,10 @@
 2. Against the machine's own matmul throughput (batch x width times width x width) at
    width 1024, depth 20.
 
+Beside each width's speedup it prints the best any probe could do there: the loop's time
+over (drawing every run's weights with torch.nn.init, which both sides pay, plus the grid's
+matmul FLOPs at the machine's matmul rate).
+
 Usage: ``python benchmarks/perf_ratio.py [--device cpu|cuda] [--quick]``
 """
 
@@ -20,7 +24,9 @@ from torch import nn
 import initbench
 from initbench.device import keep_freed_memory, resolve_device, synchronize
 from initbench.grid import Grid
-from initbench.models import build_model
+from initbench.models import StackedNet, build_model
+from initbench.probe import init_stack
+from initbench.runner import plan_chunks
 
 LOOP_GRID = Grid(
     schemes=(
@@ -91,6 +97,23 @@ def initbench_sweep(grid: Grid, device: torch.device) -> None:
         initbench.sweep(grid, f"{tmp}/s", device=str(device), progress=False)
 
 
+def draw_weights(grid: Grid, device: torch.device) -> None:
+    """Only what both sides must do before any matmul: every run's torch.nn.init draws."""
+    for chunk in plan_chunks(grid.runs(), grid, device):
+        cell = chunk[0].cell
+        net = StackedNet(
+            len(chunk),
+            "mlp",
+            cell.depth,
+            cell.width,
+            cell.activation,
+            cell.width,
+            cell.width,
+            device,
+        )
+        init_stack(net, chunk, (grid.batch_size, cell.width))
+
+
 def matmul_gflops(batch: int, width: int, device: torch.device, seconds: float = 2.0) -> float:
     a = torch.randn(batch, width, device=device)
     w = torch.randn(width, width, device=device)
@@ -125,9 +148,13 @@ def main() -> None:
         grid = Grid.from_dict({"widths": [width]}, loop_grid)
         t_loop = timed(lambda g=grid: hand_written_loop(g, device), device)
         t_ib = timed(lambda g=grid: initbench_sweep(g, device), device)
+        t_draw = timed(lambda g=grid: draw_weights(g, device), device)
+        t_flops = sum(map(grid.flops_per_run, grid.cells())) * grid.seeds
+        t_flops /= matmul_gflops(grid.batch_size, width, device, seconds=0.5) * 1e9
         print(
             f"width {width:>4}: hand-written loop {t_loop:7.2f} s, initbench {t_ib:6.2f} s, "
-            f"speedup {t_loop / t_ib:5.2f}x"
+            f"speedup {t_loop / t_ib:5.2f}x  (drawing weights {t_draw:5.2f} s, matmuls at peak "
+            f"{t_flops:5.2f} s: no probe beats {t_loop / (t_draw + t_flops):4.2f}x)"
         )
     total_loop = timed(lambda: hand_written_loop(loop_grid, device), device)
     total_ib = timed(lambda: initbench_sweep(loop_grid, device), device)
