@@ -170,7 +170,7 @@ def main() -> None:
         batch_size=batch,
     )
     flops = big.flops_per_run(big.cells()[0]) * len(big.runs())
-    t_big = timed(lambda: initbench_sweep(big, device), device, repeat=2)
+    t_big = timed(lambda: initbench_sweep(big, device), device, repeat=3)
     achieved = flops / t_big / 1e9
     peak = matmul_gflops(batch, width, device)
     print(
