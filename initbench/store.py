@@ -160,9 +160,10 @@ class Store:
                     if writer is None:
                         writer = pq.ParquetWriter(tmp, batch.schema)
                     writer.write_table(batch.cast(writer.schema))
-                if writer is None:
-                    continue
-                writer.close()
+                if writer is None:  # no rows (no training): an empty table, not a missing file
+                    pq.write_table(pa.table({}), tmp)
+                else:
+                    writer.close()
                 _fsync(tmp)
                 os.replace(tmp, path)
             finally:
