@@ -101,7 +101,8 @@ def run_chunks(
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+            local = {"include_dashboard": False, "logging_level": "ERROR"}
+            ray.init(address=address, **({} if address else local))
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise UsageError(f"cannot connect to Ray at {address!r}: {error}") from None
     try:
