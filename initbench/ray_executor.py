@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,24 +73,60 @@ def _task(
     return (compute or compute_chunk)(runs, grid, torch.device(device), dataset)
 
 
+def connect(address: str | None) -> bool:
+    """Connects to the Ray cluster at ``address`` (``HOST:PORT``, ``ray://HOST:PORT`` or
+    ``auto``), or starts Ray on this machine (one task per CPU core) when None.
+
+    Returns:
+        True if this call connected (then :func:`disconnect` ends it); False if this
+        process was already connected.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    if address not in (None, "auto"):
+        _check_reachable(address)
+    local = {"include_dashboard": False, "logging_level": "ERROR"}
+    try:
+        ray.init(address=address, **({} if address else local))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UsageError(f"cannot connect to Ray at {address!r}: {error}") from None
+    return True
+
+
+def disconnect(connected: bool) -> None:
+    if connected:
+        import_ray().shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fails in seconds, not after Ray's minute of retries, when nothing listens there."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "localhost", int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        raise UsageError(
+            f"cannot reach a Ray cluster at {address!r}; start one with 'ray start --head' "
+            "or check --ray-address"
+        ) from None
+
+
 def run_chunks(
     chunks: Sequence[Sequence[Run]],
     grid: Grid,
     device: torch.device,
     *,
-    address: str | None = None,
     deterministic: bool = False,
     data_dir: str | Path | None = None,
     compute: Compute | None = None,
 ) -> Iterator[Records]:
-    """Computes ``chunks`` as Ray tasks and yields each one's records as it finishes.
+    """Computes ``chunks`` as Ray tasks (after :func:`connect`) and yields each one's
+    records as it finishes.
 
     Args:
         chunks: runs grouped by :func:`~initbench.runner.plan_chunks`.
         grid: the sweep's grid.
         device: where each task computes; cuda gives every task one GPU.
-        address: a running cluster (``ray://host:10001`` or ``auto``); None starts Ray
-            on this machine with one task per CPU core.
         deterministic: deterministic kernels in the workers.
         data_dir: where workers find datasets (the same path on every node).
         compute: the function each task calls with ``(runs, grid, device, dataset)``;
@@ -98,42 +135,31 @@ def run_chunks(
     from initbench.runner import failed_records
 
     ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        try:
-            local = {"include_dashboard": False, "logging_level": "ERROR"}
-            ray.init(address=address, **({} if address else local))
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise UsageError(f"cannot connect to Ray at {address!r}: {error}") from None
+    slots = ray.cluster_resources().get("GPU" if device.type == "cuda" else "CPU", 1)
+    options = {"num_cpus": 1, "max_retries": 0}
+    if device.type == "cuda":
+        options["num_gpus"] = 1
+    task = ray.remote(**options)(_task)
+    grid_json = json.dumps(grid.to_dict(), sort_keys=True)
+    dir_name = str(data_dir) if data_dir is not None else None
+    todo = list(chunks)[::-1]
+    pending: dict[Any, Sequence[Run]] = {}
+    in_flight = max(2, 2 * int(slots))  # bounds results waiting in the object store
     try:
-        slots = ray.cluster_resources().get("GPU" if device.type == "cuda" else "CPU", 1)
-        options = {"num_cpus": 1, "max_retries": 0}
-        if device.type == "cuda":
-            options["num_gpus"] = 1
-        task = ray.remote(**options)(_task)
-        grid_json = json.dumps(grid.to_dict(), sort_keys=True)
-        dir_name = str(data_dir) if data_dir is not None else None
-        todo = list(chunks)[::-1]
-        pending: dict[Any, Sequence[Run]] = {}
-        in_flight = max(2, 2 * int(slots))  # bounds results waiting in the object store
-        try:
-            while todo or pending:
-                while todo and len(pending) < in_flight:
-                    chunk = todo.pop()
-                    args = [r.id for r in chunk], str(device), deterministic, dir_name, compute
-                    pending[task.remote(grid_json, *args)] = chunk
-                (ready,), _ = ray.wait(list(pending), num_returns=1)
-                chunk = pending.pop(ready)
-                try:
-                    yield ray.get(ready)
-                except ray.exceptions.RayError as error:
-                    yield failed_records(chunk, device, _reason(error))
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        while todo or pending:
+            while todo and len(pending) < in_flight:
+                chunk = todo.pop()
+                args = [r.id for r in chunk], str(device), deterministic, dir_name, compute
+                pending[task.remote(grid_json, *args)] = chunk
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            chunk = pending.pop(ready)
+            try:
+                yield ray.get(ready)
+            except ray.exceptions.RayError as error:
+                yield failed_records(chunk, device, _reason(error))
     finally:
-        if started:
-            ray.shutdown()
+        for ref in pending:
+            ray.cancel(ref, force=True)
 
 
 def _reason(error: BaseException) -> str:

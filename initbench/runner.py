@@ -310,11 +310,7 @@ def sweep(
     """
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if executor == "ray":
-        from initbench.ray_executor import import_ray
-
-        import_ray()
-    elif ray_address is not None:
+    if ray_address is not None and executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
     runs = grid.runs()
     torch_device = resolve_device(device)
@@ -324,50 +320,52 @@ def sweep(
     keep_freed_memory()
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction, torch_device)
-    store = Store(out)
-    meta = store.begin(
-        grid.to_dict(),
-        {
-            "initbench": __version__,
-            "git_commit": _git_commit(),
-            "deterministic": deterministic,
-            "gpu_memory_fraction": gpu_memory_fraction,
-            "executor": executor,
-            "runs": len(runs),
-            "started": _now(),
-        }
-        | device_info(torch_device),
-    )
-    finished = store.finished_run_ids()
-    todo = [r for r in runs if r.id not in finished]
-    chunks = plan_chunks(todo, grid, torch_device)
-    if executor == "ray":
-        from initbench.ray_executor import run_chunks
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":  # connect before touching the store: a bad address writes nothing
+            from initbench import ray_executor
 
-        results = run_chunks(
-            chunks,
-            grid,
-            torch_device,
-            address=ray_address,
-            deterministic=deterministic,
-            data_dir=data_dir,
+            stack.callback(ray_executor.disconnect, ray_executor.connect(ray_address))
+        store = Store(out)
+        meta = store.begin(
+            grid.to_dict(),
+            {
+                "initbench": __version__,
+                "git_commit": _git_commit(),
+                "deterministic": deterministic,
+                "gpu_memory_fraction": gpu_memory_fraction,
+                "executor": executor,
+                "runs": len(runs),
+                "started": _now(),
+            }
+            | device_info(torch_device),
         )
-    else:
-        results = (compute_chunk(c, grid, torch_device, dataset) for c in chunks)
-    bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
-    try:
-        with contextlib.closing(results):
-            for records in results:
-                store.write(records)
-                bar.update(len(records.cells))
-    except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
+        finished = store.finished_run_ids()
+        todo = [r for r in runs if r.id not in finished]
+        chunks = plan_chunks(todo, grid, torch_device)
+        if executor == "ray":
+            results = ray_executor.run_chunks(
+                chunks,
+                grid,
+                torch_device,
+                deterministic=deterministic,
+                data_dir=data_dir,
+            )
+        else:
+            results = (compute_chunk(c, grid, torch_device, dataset) for c in chunks)
+        bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
+        try:
+            with contextlib.closing(results):
+                for records in results:
+                    store.write(records)
+                    bar.update(len(records.cells))
+        except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
+            bar.close()
+            with contextlib.suppress(OSError):  # the error on its way out is the one to see
+                _finish(store, meta, "interrupted")
+            raise
         bar.close()
-        with contextlib.suppress(OSError):  # the error on its way out is the one to see
-            _finish(store, meta, "interrupted")
-        raise
-    bar.close()
-    _finish(store, meta, "finished")
-    return Path(out)
+        _finish(store, meta, "finished")
+        return Path(out)
 
 
 def _finish(store: Store, meta: dict[str, Any], how: str) -> None:

@@ -104,3 +104,21 @@ def test_ray_executor_without_ray_is_one_line_and_exit_2(tmp_path, monkeypatch):
         "initbench: error: the ray executor needs Ray: pip install 'initbench[ray]' "
         "(or use --executor local)"
     ]
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "s"
+    args = ["sweep", "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "initbench.cli", *args, "--depths", "2", "--widths", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"INITBENCH_DEBUG": ""},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "initbench: error: cannot reach a Ray cluster at '127.0.0.1:1'; "
+        "start one with 'ray start --head' or check --ray-address"
+    ]
+    assert not out.exists()
