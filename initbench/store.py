@@ -32,7 +32,6 @@ from initbench.errors import UsageError
 
 SCHEMA_VERSION = 1
 TABLES = ("layers", "curves", "cells")  # write order: cells last marks a chunk finished
-KEYS = {"cells": ["run_id"], "layers": ["run_id", "layer"], "curves": ["run_id", "step"]}
 FINISHED = ("ok", "diverged", "skipped")  # failed and oom runs are retried on resume
 
 
@@ -151,12 +150,13 @@ class Store:
         shard_files = sorted(self.shards.glob("*.parquet")) if self.shards.exists() else []
         if not shard_files:
             return
+        keep = _latest_attempts(self.root)
         for table in TABLES:
             path = self.root / f"{table}.parquet"
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 writer = None
-                for batch in _latest_rows(self.root, table):
+                for batch in _latest_rows(self.root, table, keep):
                     if writer is None:
                         writer = pq.ParquetWriter(tmp, batch.schema)
                     writer.write_table(batch.cast(writer.schema))
@@ -192,13 +192,9 @@ def _sources(root: Path, table: str) -> list[Path | None]:
     return sources
 
 
-def _latest_rows(root: Path, table: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """A table's current rows, file by file: each run's rows come from its latest attempt.
-
-    A run's latest attempt is the last file whose ``cells`` rows name it; its rows of
-    ``layers`` and ``curves`` are those of the same chunk, so rows of an earlier attempt
-    (or of a chunk whose ``cells`` shard was never written) never show.
-    """
+def _latest_attempts(root: Path) -> list[list[str]]:
+    """For each source of ``cells`` (see :func:`_sources`), the runs whose latest attempt
+    it holds: the last file whose ``cells`` rows name a run."""
     cell_sources = _sources(root, "cells")
     latest: dict[str, int] = {}
     for index, path in enumerate(cell_sources):
@@ -207,6 +203,17 @@ def _latest_rows(root: Path, table: str, columns: list[str] | None = None) -> It
     keep: list[list[str]] = [[] for _ in cell_sources]
     for run_id, index in latest.items():
         keep[index].append(run_id)
+    return keep
+
+
+def _latest_rows(
+    root: Path, table: str, keep: list[list[str]], columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """A table's current rows, file by file: each run's rows come from its latest attempt
+    (``keep``, from :func:`_latest_attempts`), its ``cells`` row and the ``layers`` and
+    ``curves`` rows of the same chunk, so rows of an earlier attempt (or of a chunk whose
+    ``cells`` shard was never written) never show.
+    """
     for index, path in enumerate(_sources(root, table)):
         if path is None or not keep[index]:
             continue
@@ -218,9 +225,20 @@ def _latest_rows(root: Path, table: str, columns: list[str] | None = None) -> It
                 yield rows
 
 
-def read_table(root: str | Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One table of a sweep: compacted rows and finished shards, latest attempt per run."""
-    batches = list(_latest_rows(Path(root), table, columns))
+def read_table(
+    root: str | Path,
+    table: str,
+    columns: list[str] | None = None,
+    keep: list[list[str]] | None = None,
+) -> pd.DataFrame:
+    """One table of a sweep: compacted rows and finished shards, latest attempt per run.
+
+    ``keep`` (from :func:`_latest_attempts`) saves reading the run ids again when several
+    tables are read at once.
+    """
+    root = Path(root)
+    keep = _latest_attempts(root) if keep is None else keep
+    batches = list(_latest_rows(root, table, keep, columns))
     if not batches:
         return pd.DataFrame(columns=columns or [])
     return pa.concat_tables(batches, promote_options="permissive").to_pandas()
@@ -239,7 +257,8 @@ def load(path: str | Path) -> Results:
     if meta is None:
         raise UsageError(f"{str(root)!r} is not a sweep folder (no meta.json)")
     try:
-        tables = {t: read_table(root, t) for t in TABLES}
+        keep = _latest_attempts(root)
+        tables = {t: read_table(root, t, keep=keep) for t in TABLES}
     except (OSError, ValueError) as error:
         raise UsageError(f"{root} holds a corrupt table: {error}") from None
     return Results(root, meta, tables["cells"], tables["layers"], tables["curves"])
