@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import initbench
-from initbench.device import keep_freed_memory, resolve_device, synchronize
+from initbench.device import prepare_process, resolve_device, synchronize
 from initbench.grid import Grid
 from initbench.models import StackedNet, build_model
 from initbench.probe import init_stack
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer depths, for a smoke test")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    keep_freed_memory()  # what initbench.sweep sets; set first so the loop gets it too
+    prepare_process(deterministic=False)  # what initbench.sweep sets: the loop gets it too
     loop_grid = LOOP_GRID
     if args.quick:
         loop_grid = Grid.from_dict({"depths": [5], "widths": [64]}, LOOP_GRID)

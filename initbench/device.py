@@ -73,6 +73,14 @@ def limit_gpu_memory(fraction: float, device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def prepare_process(deterministic: bool) -> None:
+    """What every process computing runs sets first: determinism, full float32 matmuls
+    and convolutions, and a malloc that keeps freed blocks."""
+    set_deterministic(deterministic)
+    use_full_float32()
+    keep_freed_memory()
+
+
 def keep_freed_memory() -> bool:
     """Tells glibc's malloc to reuse freed blocks rather than return them to the system.
 

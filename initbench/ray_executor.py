@@ -36,8 +36,10 @@ def import_ray() -> Any:
 
 
 @functools.lru_cache(maxsize=8)
-def _runs_by_id(grid_json: str) -> dict[str, Run]:
-    return {run.id: run for run in Grid.from_dict(json.loads(grid_json)).runs()}
+def _grid(grid_json: str) -> tuple[Grid, dict[str, Run]]:
+    """A task's grid, and its runs by id: built once per worker process and grid."""
+    grid = Grid.from_dict(json.loads(grid_json))
+    return grid, {run.id: run for run in grid.runs()}
 
 
 @functools.lru_cache(maxsize=2)
@@ -58,16 +60,13 @@ def _task(
     """Body of one Ray task: set up this worker like the local executor, then compute."""
     import ray
 
-    from initbench.device import keep_freed_memory, set_deterministic, use_full_float32
+    from initbench.device import prepare_process
     from initbench.runner import compute_chunk
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    set_deterministic(deterministic)
-    use_full_float32()
-    keep_freed_memory()
-    grid = Grid.from_dict(json.loads(grid_json))
-    runs_by_id = _runs_by_id(grid_json)
+    prepare_process(deterministic)
+    grid, runs_by_id = _grid(grid_json)
     runs = [runs_by_id[run_id] for run_id in run_ids]
     dataset = _dataset(grid.dataset, data_dir)
     return (compute or compute_chunk)(runs, grid, torch.device(device), dataset)

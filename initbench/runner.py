@@ -26,11 +26,9 @@ from initbench.device import (
     device_info,
     free_memory,
     is_out_of_memory,
-    keep_freed_memory,
     limit_gpu_memory,
+    prepare_process,
     resolve_device,
-    set_deterministic,
-    use_full_float32,
 )
 from initbench.errors import UsageError
 from initbench.grid import Grid, Run
@@ -315,9 +313,7 @@ def sweep(
     runs = grid.runs()
     torch_device = resolve_device(device)
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
-    set_deterministic(deterministic)
-    use_full_float32()
-    keep_freed_memory()
+    prepare_process(deterministic)
     if gpu_memory_fraction is not None:
         limit_gpu_memory(gpu_memory_fraction, torch_device)
     with contextlib.ExitStack() as stack:
