@@ -217,11 +217,8 @@ class Grid:
     def estimate_seconds(self, device_type: str = "cpu") -> float:
         """A rough wall time for the whole grid: probes and training steps at a throughput
         typical of initbench on the device (tens of GFLOP/s on a laptop CPU)."""
-        per_step = 6.0 * self.train_batch_size * self.train_steps
-        total = sum(
-            self.flops_per_run(cell) + per_step * self._macs_per_example(cell)
-            for cell in self.cells()
-        )
+        examples = self.batch_size + self.train_batch_size * self.train_steps
+        total = sum(6.0 * examples * self._macs_per_example(cell) for cell in self.cells())
         return total * self.seeds / ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])
 
     def _macs_per_example(self, cell: Cell) -> int:
