@@ -64,6 +64,18 @@ def _setup():
     return plt, sns
 
 
+def _deepest(
+    group: pd.DataFrame, table: pd.DataFrame
+) -> tuple[int, pd.DataFrame, list[str], pd.DataFrame]:
+    """The deepest depth of one (arch, width) group of cells: that depth, its cells, the
+    schemes shown, and ``table``'s rows (layers or curves) of those schemes' runs."""
+    depth = group["depth"].max()
+    deep = group[group["depth"] == depth]
+    schemes = _pick_schemes(deep)
+    data = table.merge(deep[["run_id", "scheme_id", "activation"]], on="run_id")
+    return depth, deep, schemes, data[data["scheme_id"].isin(schemes)]
+
+
 def per_layer(
     cells: pd.DataFrame, layers: pd.DataFrame, out: Path, column: str, theory: str | None
 ) -> list[Figure]:
@@ -73,11 +85,7 @@ def per_layer(
     figures = []
     ok = cells[cells["status"] == "ok"]
     for (arch, width), group in ok.groupby(["arch", "width"]):
-        depth = group["depth"].max()
-        group = group[group["depth"] == depth]
-        schemes = _pick_schemes(group)
-        data = layers.merge(group[["run_id", "scheme_id", "activation"]], on="run_id")
-        data = data[data["scheme_id"].isin(schemes)]
+        depth, group, schemes, data = _deepest(group, layers)
         data[column] = data[column].clip(*CLIP)
         activations = sorted(data["activation"].unique())
         if data.empty:
@@ -210,11 +218,7 @@ def convergence(
     figures = []
     ok = cells[cells["status"].isin(["ok", "diverged"])]
     for (arch, width), group in ok.groupby(["arch", "width"]):
-        depth = group["depth"].max()
-        deep = group[group["depth"] == depth]
-        schemes = _pick_schemes(deep)
-        data = curves.merge(deep[["run_id", "scheme_id", "activation"]], on="run_id")
-        data = data[data["scheme_id"].isin(schemes)]
+        depth, deep, schemes, data = _deepest(group, curves)
         activations = sorted(data["activation"].unique())
         fig, axes = plt.subplots(
             1, len(activations), figsize=(5.2 * len(activations), 4.2), squeeze=False, sharey=True
