@@ -131,7 +131,7 @@ def sweep(
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start Ray here).")
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Run a grid estimated at days.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a grid estimated at >12 hours.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep (resumes when OUT holds the same grid)."""
