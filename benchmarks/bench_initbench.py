@@ -8,9 +8,10 @@ import torch
 import initbench
 from initbench import Grid
 from initbench.activations import get_activation
+from initbench.archs import get_arch
 from initbench.device import resolve_device
+from initbench.engine import compute_chunk
 from initbench.grid import Cell, Run
-from initbench.runner import compute_chunk
 from initbench.schemes import expand_schemes, get_scheme
 
 CPU = resolve_device("cpu")
@@ -57,7 +58,7 @@ def _runs(
     scheme="kaiming_normal[mode=fan_in,nonlinearity=matched]",
     act="relu",
 ):
-    cell = Cell(get_scheme(scheme), get_activation(act), arch, depth, width)
+    cell = Cell(get_scheme(scheme), get_activation(act), get_arch(arch), depth, width)
     return [Run(cell, s) for s in range(seeds)]
 
 

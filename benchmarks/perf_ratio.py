@@ -22,11 +22,9 @@ import torch
 from torch import nn
 
 import initbench
-from initbench.device import prepare_process, resolve_device, synchronize
+from initbench.device import prepare_process, resolve_device, run_generator, synchronize
 from initbench.grid import Grid
-from initbench.models import StackedNet, build_model
-from initbench.probe import init_stack
-from initbench.runner import plan_chunks
+from initbench.planning import plan_chunks
 
 LOOP_GRID = Grid(
     schemes=(
@@ -54,7 +52,7 @@ def initialize_weights(model: nn.Module, cell) -> None:
 def probe_one(cell, seed: int, batch: int, device: torch.device) -> list[float]:
     """One run: build, init, forward with hooks, backward, ``.item()`` per statistic."""
     torch.manual_seed(seed)
-    model = build_model(cell.arch, cell.depth, cell.width, cell.activation, cell.width, cell.width)
+    model = cell.arch.build(cell.depth, cell.width, cell.activation, LOOP_GRID.cell_inputs(cell))
     initialize_weights(model, cell)
     model.to(device)
     linears = [m for m in model if isinstance(m, nn.Linear)][:-1]
@@ -101,17 +99,10 @@ def draw_weights(grid: Grid, device: torch.device) -> None:
     """Only what both sides must do before any matmul: every run's torch.nn.init draws."""
     for chunk in plan_chunks(grid.runs(), grid, device):
         cell = chunk[0].cell
-        net = StackedNet(
-            len(chunk),
-            "mlp",
-            cell.depth,
-            cell.width,
-            cell.activation,
-            cell.width,
-            cell.width,
-            device,
-        )
-        init_stack(net, chunk, (grid.batch_size, cell.width))
+        inputs = grid.cell_inputs(cell)
+        net = cell.arch.stack(len(chunk), cell.depth, cell.width, cell.activation, inputs, device)
+        for r, run in enumerate(chunk):
+            net.initialize(r, run.cell.scheme, run_generator(run.seed))
 
 
 def matmul_gflops(batch: int, width: int, device: torch.device, seconds: float = 2.0) -> float:

@@ -1,7 +1,8 @@
 """The ``initbench`` command: a thin layer over the Python API.
 
 Known errors print one line and exit with code 2 (usage) or 1 (environment);
-``INITBENCH_DEBUG=1`` shows the traceback instead.
+``INITBENCH_DEBUG=1`` shows the traceback instead. Heavy modules (torch, pandas) are
+imported inside the commands that need them, so ``--help`` and ``list`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from initbench.errors import UsageError
@@ -24,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -52,21 +55,21 @@ def split_list(value: str | None) -> list[str] | None:
 
 
 def _listing(what: Listing) -> list[dict[str, object]]:
-    from initbench.activations import ACTIVATION_NAMES, get_activation
-    from initbench.data import DATASETS
-    from initbench.grid import PRESETS
-    from initbench.models import ARCHS
-    from initbench.schemes import FAMILIES, expand_schemes
-
     if what is Listing.schemes:
-        rows = []
-        for name, family in FAMILIES.items():
-            ids = [s.id for s in expand_schemes([name])]
-            rows.append(
-                {"name": name, "variants": ids, "takes_gain": family.takes_gain, "doc": family.doc}
-            )
-        return rows
+        from initbench.schemes import FAMILIES, expand_schemes
+
+        return [
+            {
+                "name": name,
+                "variants": [s.id for s in expand_schemes([name])],
+                "takes_gain": family.takes_gain,
+                "doc": family.doc,
+            }
+            for name, family in FAMILIES.items()
+        ]
     if what is Listing.activations:
+        from initbench.activations import ACTIVATION_NAMES, get_activation
+
         return [
             {
                 "name": n,
@@ -76,14 +79,20 @@ def _listing(what: Listing) -> list[dict[str, object]]:
             for n in ACTIVATION_NAMES
         ]
     if what is Listing.archs:
-        return [{"name": a} for a in ARCHS]
+        from initbench.archs import ARCHS, describe
+
+        return [describe(cls) for cls in ARCHS.values()]
     if what is Listing.presets:
+        from initbench.presets import PRESETS
+
         return [
             {"name": n, "doc": doc, "runs": len(g.runs()), "grid": g.to_dict()}
             for n, (doc, g) in PRESETS.items()
         ]
+    from initbench.data import DATASETS
+
     return [
-        {"name": d.name, "source": d.source, "features": d.features, "classes": d.classes}
+        {"name": d.name, "source": d.source, "sample": list(d.sample), "classes": d.classes}
         for d in DATASETS.values()
     ]
 
@@ -102,7 +111,7 @@ def list_cmd(
         extra = row.get("variants") or row.get("doc") or row.get("source") or row.get("gain", "")
         if isinstance(extra, list):
             extra = ", ".join(extra)
-        typer.echo(f"{row['name']:<16} {extra}")
+        typer.echo(f"{row['name']:<18} {extra}")
 
 
 @app.command()
@@ -111,12 +120,24 @@ def sweep(
     config: Annotated[Path | None, typer.Option(help="Start from a TOML grid file.")] = None,
     schemes: Annotated[str | None, typer.Option(help="Comma list; fnmatch patterns.")] = None,
     activations: Annotated[str | None, typer.Option(help="Comma list.")] = None,
-    archs: Annotated[str | None, typer.Option(help="Comma list: mlp, cnn.")] = None,
+    archs: Annotated[str | None, typer.Option(help="Comma list of arch ids.")] = None,
     depths: Annotated[str | None, typer.Option(help="Comma list of hidden layers.")] = None,
     widths: Annotated[str | None, typer.Option(help="Comma list of widths.")] = None,
     gains: Annotated[str | None, typer.Option(help="unit, matched or numbers.")] = None,
+    bias_vars: Annotated[
+        str | None, typer.Option("--bias-var", "--bias-vars", help="Bias variances (comma list).")
+    ] = None,
     seeds: Annotated[int | None, typer.Option(help="Seeds per cell.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Probe batch size.")] = None,
+    input_corr: Annotated[
+        float | None, typer.Option(help="Correlation of the probe's input pairs.")
+    ] = None,
+    histograms: Annotated[
+        bool | None, typer.Option("--histograms/--no-histograms", help="Store histograms.")
+    ] = None,
+    jacobian: Annotated[
+        bool | None, typer.Option("--jacobian/--no-jacobian", help="Jacobian spectra.")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Probe/train on this dataset.")] = None,
     train_steps: Annotated[int | None, typer.Option(help="Steps per run; 0: probe only.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
@@ -135,10 +156,11 @@ def sweep(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep (resumes when OUT holds the same grid)."""
-    from initbench.device import resolve_device
+    from initbench.device import describe_device, resolve_device
     from initbench.grid import Grid
-    from initbench.grid import preset as get_preset
-    from initbench.runner import sweep as run_sweep
+    from initbench.planning import estimate_seconds
+    from initbench.presets import preset as get_preset
+    from initbench.sweeps import sweep as run_sweep
 
     grid = get_preset(preset) if preset else Grid()
     if config is not None:
@@ -150,21 +172,34 @@ def sweep(
         "depths": split_list(depths),
         "widths": split_list(widths),
         "gains": split_list(gains),
+        "bias_vars": split_list(bias_vars),
         "seeds": seeds,
         "batch_size": batch_size,
+        "input_corr": input_corr,
+        "histograms": histograms,
+        "jacobian": jacobian,
         "dataset": dataset,
         "train_steps": train_steps,
         "optimizer": optimizer,
         "lr": lr,
     }
     grid = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
-    seconds = grid.estimate_seconds(resolve_device(device).type)
+    runs = len(grid.runs())
+    torch_device = resolve_device(device)
+    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
+    from initbench.store import Store
+
+    finished = len(Store(out).finished_run_ids()) if (out / "meta.json").exists() else 0
+    seconds = estimate_seconds(grid, torch_device, runs - finished)
+    where = describe_device(torch_device)
     if seconds > LARGE_GRID_SECONDS and not yes:
         raise UsageError(
-            f"this grid has {len(grid.runs()):,} runs, about {_duration(seconds)} on {device}; "
+            f"this grid has {runs:,} runs, about {_duration(seconds)} on {where}; "
             "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
         )
-    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
+    if progress:
+        left = f", {runs - finished:,} to go" if finished else ""
+        typer.echo(f"sweep {out}: {runs:,} runs{left}, about {_duration(seconds)} on {where}")
     try:
         path = run_sweep(
             grid,
@@ -182,7 +217,7 @@ def sweep(
         typer.echo(
             f"initbench: interrupted; finished runs are in {out}, run again to resume", err=True
         )
-        raise typer.Exit(130) from None
+        sys.exit(130)
     typer.echo(f"results in {path}")
 
 
@@ -190,7 +225,7 @@ def _duration(seconds: float) -> str:
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"{seconds / size:,.0f} {unit}"
-    return f"{seconds:.0f} seconds"
+    return f"{max(seconds, 1):.0f} seconds"
 
 
 @app.command("report")
@@ -217,21 +252,42 @@ def publish_cmd(
 
 
 def main() -> None:
-    """Entry point: one line and exit 2 for usage errors, unless INITBENCH_DEBUG=1."""
+    """Entry point: one line and exit 2 for bad input, unless INITBENCH_DEBUG=1."""
     debug = os.environ.get("INITBENCH_DEBUG") == "1"
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else str(error))
+        sys.exit(0)
+    except click.ClickException as error:
+        if debug:
+            raise
+        typer.echo(f"initbench: error: {_one_line(error.format_message())}", err=True)
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("initbench: interrupted", err=True)
+        sys.exit(130)
     except UsageError as error:
         if debug:
             raise
         typer.echo(f"initbench: error: {error}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("initbench: interrupted", err=True)
+        sys.exit(130)
     except OSError as error:
         if debug:
             raise
         message = error.strerror if error.strerror and error.filename is None else error
         typer.echo(f"initbench: error: {message}", err=True)
         sys.exit(1)
+    if code == 130:
+        typer.echo("initbench: interrupted", err=True)
+    sys.exit(code or 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

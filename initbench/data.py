@@ -9,6 +9,7 @@ only when asked. Inputs are standardised with training-set statistics, per chann
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,53 +26,45 @@ SPLIT_SEED = 0
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    channels: int
-    side: int  # image side (0 for 1-D data)
-    features: int  # flattened input size
+    sample: tuple[int, ...]  # one sample: (C, H, W) images, (C, L) 1-D signals
     classes: int
     source: str
+
+    @property
+    def features(self) -> int:
+        return math.prod(self.sample)
 
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("digits", 1, 8, 64, 10, "scikit-learn load_digits (shipped, no download)"),
-        DatasetInfo("mnist1d", 1, 0, 40, 10, "mnist1d make_dataset (generated offline)"),
-        DatasetInfo("mnist", 1, 28, 784, 10, "torchvision MNIST"),
-        DatasetInfo("fashion_mnist", 1, 28, 784, 10, "torchvision FashionMNIST"),
-        DatasetInfo("cifar10", 3, 32, 3072, 10, "torchvision CIFAR10"),
+        DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn load_digits (shipped, no download)"),
+        DatasetInfo("mnist1d", (1, 40), 10, "mnist1d make_dataset (generated offline)"),
+        DatasetInfo("mnist", (1, 28, 28), 10, "torchvision MNIST"),
+        DatasetInfo("fashion_mnist", (1, 28, 28), 10, "torchvision FashionMNIST"),
+        DatasetInfo("cifar10", (3, 32, 32), 10, "torchvision CIFAR10"),
     )
 }
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 def check_dataset_name(name: str) -> DatasetInfo:
+    """The dataset's description, or a UsageError listing the known names."""
     if name not in DATASETS:
         raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    return check_dataset_name(name)
-
-
 @dataclass(frozen=True)
 class Dataset:
-    """Standardised tensors: images ``(N, C, H, W)`` (1-D data: ``(N, 1, L)``), int labels."""
+    """Standardised tensors: images ``(N, C, H, W)`` (1-D data: ``(N, C, L)``), int labels.
+    Each architecture turns samples into its own layout (``Arch.data_sample``)."""
 
     info: DatasetInfo
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-
-    def inputs(self, x: torch.Tensor, arch: str) -> torch.Tensor:
-        """Images for cnn; flattened vectors for mlp."""
-        if arch == "cnn":
-            if self.info.side == 0:
-                raise UsageError(f"{self.info.name} is 1-D: use arch mlp")
-            return x
-        return x.flatten(1)
 
 
 def _standardise(

@@ -41,6 +41,15 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+def describe_device(device: torch.device) -> str:
+    """The device in words, for messages: ``cpu (2 threads)``, ``cuda (NVIDIA H200)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
 def seed_everything(seed: int) -> None:
     """Seeds Python's, NumPy's, torch's and every GPU's global random generators."""
     random.seed(seed)

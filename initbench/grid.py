@@ -1,8 +1,9 @@
-"""Grid specs (flags, TOML files, presets), validation, and cells and runs with stable ids."""
+"""Grid specs (flags, TOML files), validation, and cells and runs with stable ids."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,34 +12,37 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from initbench.activations import Activation, get_activation
+from initbench.archs import Arch, Inputs, get_arch
 from initbench.errors import UsageError
-from initbench.models import check_arch, layer_shapes
+from initbench.ids import format_value
 from initbench.schemes import Scheme, expand_schemes
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_WIDTH = 65_536
 MAX_DEPTH = 10_000
-ASSUMED_FLOPS = {"cpu": 3e10, "cuda": 2e12, "mps": 3e11}  # for time estimates only
+JACOBIAN_MAX_WIDTH = 1024  # an exact N x N Jacobian per run: O(depth N^3) work, O(N^2) memory
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One scheme x activation x arch x depth x width."""
+    """One scheme x activation x arch x depth x width (x bias variance)."""
 
     scheme: Scheme
     activation: Activation
-    arch: str
+    arch: Arch
     depth: int
     width: int
+    bias_var: float = 0.0
 
     @property
     def id(self) -> str:
-        return f"{self.scheme.id}|{self.activation.id}|{self.arch}|d{self.depth}|w{self.width}"
+        cell = f"{self.scheme.id}|{self.activation.id}|{self.arch.id}|d{self.depth}|w{self.width}"
+        return cell + (f"|b{format_value(self.bias_var)}" if self.bias_var else "")
 
     @property
     def shape_key(self) -> tuple[str, str, int, int]:
         """Cells with the same key compute together."""
-        return (self.activation.id, self.arch, self.depth, self.width)
+        return (self.activation.id, self.arch.id, self.depth, self.width)
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,18 @@ class Grid:
     Attributes:
         schemes: scheme patterns (fnmatch on family names, ``xavier*``) or explicit ids.
         activations: activation ids.
-        archs: ``mlp`` and/or ``cnn``.
-        depths: numbers of hidden layers.
-        widths: hidden units (mlp) or channels (cnn).
+        archs: architecture ids (``mlp``, ``cnn``, ``resmlp[norm=layer]``, ...).
+        depths: numbers of hidden layers (blocks, for residual and transformer archs).
+        widths: hidden units (channels for convolutional archs).
         gains: gain settings for gain-taking schemes: ``unit``, ``matched`` or numbers.
+        bias_vars: bias variances ``sigma_b^2`` (biases drawn from N(0, sigma_b^2); 0: zero).
         seeds: how many seeds (0..seeds-1) per cell.
         batch_size: probe batch size.
-        image_size: side of the standard-normal probe images of cnn cells.
+        image_size: side of the standard-normal probe images of convolutional archs.
+        tokens: tokens per standard-normal probe sequence of the transformer.
+        input_corr: correlation of the probe batch's input pairs (samples 2i and 2i+1).
+        histograms: store per-layer histograms of pre-, post-activations and gradients.
+        jacobian: compute each run's input-output Jacobian spectrum (vector archs only).
         dataset: probe on a batch of this dataset (and train on it), instead of N(0, 1) input.
         train_steps: optimizer steps per run (0: probe only).
         train_batch_size: training minibatch size.
@@ -83,9 +92,14 @@ class Grid:
     depths: tuple[int, ...] = (5, 10, 20)
     widths: tuple[int, ...] = (128,)
     gains: tuple[str, ...] = ("unit", "matched")
+    bias_vars: tuple[float, ...] = (0.0,)
     seeds: int = 3
     batch_size: int = 256
     image_size: int = 8
+    tokens: int = 16
+    input_corr: float = 0.5
+    histograms: bool = True
+    jacobian: bool = False
     dataset: str | None = None
     train_steps: int = 0
     train_batch_size: int = 128
@@ -101,7 +115,7 @@ class Grid:
     def from_dict(cls, values: Mapping[str, Any], base: Grid | None = None) -> Grid:
         """A grid from plain values (a TOML table, CLI flags), over ``base``'s values."""
         hints = get_type_hints(cls)
-        known = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+        known = [f.name for f in dataclasses.fields(cls)]
         changes: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
@@ -128,15 +142,9 @@ class Grid:
         return {
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
             for f in dataclasses.fields(self)
-            if not f.name.startswith("_")
         }
 
     # ---- expansion ----------------------------------------------------------------------
-
-    def validate(self) -> Grid:
-        """Checks every value and expands the cells; raises UsageError naming the first problem."""
-        _ = self._cells
-        return self
 
     def _check(self) -> None:
         for name in ("depths", "widths"):
@@ -147,7 +155,14 @@ class Grid:
             for value in values:
                 if not 0 < value <= limit:
                     raise UsageError(f"{name} must be between 1 and {limit}, got {value}")
-        for name in ("seeds", "batch_size", "image_size", "train_batch_size", "eval_every"):
+        for name in (
+            "seeds",
+            "batch_size",
+            "image_size",
+            "tokens",
+            "train_batch_size",
+            "eval_every",
+        ):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -164,6 +179,13 @@ class Grid:
             raise UsageError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.target_accuracy <= 1:
             raise UsageError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not -1 <= self.input_corr <= 1:
+            raise UsageError(f"input_corr must be in [-1, 1], got {self.input_corr}")
+        if not self.bias_vars:
+            raise UsageError("bias_vars is empty")
+        for value in self.bias_vars:
+            if not (value >= 0 and math.isfinite(value)):
+                raise UsageError(f"bias_vars must be variances >= 0, got {value}")
         if self.dataset is not None:
             from initbench.data import check_dataset_name
 
@@ -171,19 +193,35 @@ class Grid:
         for name in ("schemes", "activations", "archs"):
             if not getattr(self, name):
                 raise UsageError(f"{name} is empty: the grid has no cells")
-        for arch in self.archs:
-            check_arch(arch)
+
+    def _check_arch(self, arch: Arch) -> None:
+        if self.dataset is not None:
+            self.inputs(arch, max(self.widths))  # refuses a layout the dataset cannot give
+        if self.jacobian:
+            if not arch.supports_jacobian:
+                raise UsageError(
+                    f"--jacobian needs an arch with vector inputs (mlp, resmlp), got {arch.id}"
+                )
+            if max(self.widths) > JACOBIAN_MAX_WIDTH:
+                raise UsageError(
+                    f"--jacobian is limited to widths up to {JACOBIAN_MAX_WIDTH} "
+                    f"(an exact N x N Jacobian per run), got {max(self.widths)}"
+                )
 
     @cached_property
     def _cells(self) -> tuple[Cell, ...]:
         self._check()
         schemes = expand_schemes(self.schemes, self.gains)
         activations = list({a.id: a for a in map(get_activation, self.activations)}.values())
+        archs = list({a.id: a for a in map(get_arch, self.archs)}.values())
+        for arch in archs:
+            self._check_arch(arch)
         return tuple(
-            Cell(scheme, act, arch, depth, width)
-            for arch in dict.fromkeys(self.archs)
+            Cell(scheme, act, arch, depth, width, bias_var)
+            for arch in archs
             for depth in dict.fromkeys(self.depths)
             for width in dict.fromkeys(self.widths)
+            for bias_var in dict.fromkeys(self.bias_vars)
             for act in activations
             for scheme in schemes
         )
@@ -196,49 +234,38 @@ class Grid:
         """Every run (cell x seed)."""
         return [Run(cell, seed) for cell in self.cells() for seed in range(self.seeds)]
 
-    def io_features(self, arch: str, width: int) -> tuple[int, int]:
-        """``(in_features, out_features)`` of a network in this grid."""
+    def inputs(self, arch: Arch, width: int) -> Inputs:
+        """What a network of this grid sees: standard-normal samples of its width (and
+        as many outputs), or the dataset's samples and classes."""
         if self.dataset is None:
-            return width, width
-        from initbench.data import dataset_info
+            return Inputs(arch.synthetic_sample(width, self.image_size, self.tokens), width)
+        from initbench.data import check_dataset_name
 
-        info = dataset_info(self.dataset)
-        return (info.channels if arch == "cnn" else info.features), info.classes
+        info = check_dataset_name(self.dataset)
+        return Inputs(arch.data_shape(info.sample), info.classes)
+
+    def cell_inputs(self, cell: Cell) -> Inputs:
+        return self.inputs(cell.arch, cell.width)
 
     def shapes(self, cell: Cell) -> list[tuple[int, ...]]:
-        return layer_shapes(
-            cell.arch, cell.depth, cell.width, *self.io_features(cell.arch, cell.width)
+        """The shape of every weight of a cell's network, in model order."""
+        return cell.arch.weight_shapes(
+            cell.depth, cell.width, cell.activation, self.cell_inputs(cell)
         )
 
     def flops_per_run(self, cell: Cell) -> float:
         """Multiply-adds x 2 of one probe: forward, input gradients and weight gradients."""
-        return 6.0 * self.batch_size * self._macs_per_example(cell)
+        return 6.0 * self.batch_size * self.macs_per_sample(cell)
 
-    def estimate_seconds(self, device_type: str = "cpu") -> float:
-        """A rough wall time for the whole grid: probes and training steps at a throughput
-        typical of initbench on the device (tens of GFLOP/s on a laptop CPU)."""
+    def macs_per_sample(self, cell: Cell) -> float:
+        return cell.arch.macs_per_sample(
+            cell.depth, cell.width, cell.activation, self.cell_inputs(cell)
+        )
+
+    def total_flops(self) -> float:
+        """The grid's probe and training FLOPs (6 x multiply-adds x examples)."""
         examples = self.batch_size + self.train_batch_size * self.train_steps
-        total = sum(6.0 * examples * self._macs_per_example(cell) for cell in self.cells())
-        return total * self.seeds / ASSUMED_FLOPS.get(device_type, ASSUMED_FLOPS["cpu"])
-
-    def _macs_per_example(self, cell: Cell) -> int:
-        spatial = 1
-        if cell.arch == "cnn":
-            side = self.image_size
-            if self.dataset is not None:
-                from initbench.data import dataset_info
-
-                side = dataset_info(self.dataset).side
-            spatial = side * side
-        shapes = self.shapes(cell)
-        return sum(_macs(s) * spatial for s in shapes[:-1]) + _macs(shapes[-1])
-
-
-def _macs(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+        return 6.0 * examples * self.seeds * sum(map(self.macs_per_sample, self.cells()))
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -249,9 +276,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise UsageError(f"{key} must be a list, got {value!r}")
-        item_type = int if "int" in text else str
+        item_type = int if "int" in text else float if "float" in text else str
         return tuple(_scalar(key, item, item_type) for item in items if str(item).strip())
-    for kind in (int, float, str):
+    for kind in (bool, int, float, str):
         if kind.__name__ in text:
             return _scalar(key, value, kind)
     return value
@@ -260,69 +287,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 def _scalar(key: str, value: Any, kind: type) -> Any:
     if kind is str:
         return str(value).strip()
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+        raise UsageError(f"{key} must be true or false, got {value!r}")
+    what = {int: "an integer", float: "a number"}[kind]
     if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-        raise UsageError(f"{key} must be {'an integer' if kind is int else 'a number'}: {value!r}")
+        raise UsageError(f"{key} must be {what}: {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number"
         raise UsageError(f"{key} must be {what}, got {value!r}") from None
-
-
-PRESETS: dict[str, tuple[str, Grid]] = {}
-
-
-def preset(name: str) -> Grid:
-    """A named grid: ``quick``, ``default`` or ``full``."""
-    if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PRESETS[name][1]
-
-
-def _register(name: str, doc: str, grid: Grid) -> None:
-    PRESETS[name] = (doc, grid)
-
-
-_register(
-    "quick",
-    "every scheme on tanh, relu and sigmoid mlps, depths 5, 20 and 50, widths 64 and 256, "
-    "2 seeds; probe only (about a minute on 2 cores)",
-    Grid(activations=("tanh", "relu", "sigmoid"), depths=(5, 20, 50), widths=(64, 256), seeds=2),
-)
-_register(
-    "default",
-    "the classic schemes on tanh and relu mlps of depth 5, 15 and 30, width 128, 3 seeds: "
-    "probed on a digits batch, then 300 SGD steps (lr 0.003, momentum 0.9, batch 128) "
-    "on digits (a few minutes on 2 cores)",
-    Grid(
-        schemes=(
-            "xavier_normal",
-            "kaiming_normal[mode=fan_in,nonlinearity=matched]",
-            "orthogonal",
-            "normal[std=0.01]",
-            "torch_default",
-            "lsuv",
-        ),
-        activations=("tanh", "relu"),
-        depths=(5, 15, 30),
-        widths=(128,),
-        seeds=3,
-        dataset="digits",
-        train_steps=300,
-        lr=0.003,
-    ),
-)
-_register(
-    "full",
-    "every scheme x every activation x mlp and cnn x depths 2-50 x widths 64-256, 5 seeds, "
-    "probed on digits (days on a 2-core CPU, about an hour on one GPU; spread it with "
-    "--executor ray)",
-    Grid(
-        activations=("identity", "tanh", "sigmoid", "relu", "leaky_relu", "selu", "gelu", "silu"),
-        archs=("mlp", "cnn"),
-        depths=(2, 5, 10, 20, 50),
-        widths=(64, 128, 256),
-        seeds=5,
-        dataset="digits",
-    ),
-)

@@ -14,20 +14,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from torch.nn import init
 
-from initbench.activations import Activation, get_activation
+from initbench.activations import Activation
 from initbench.errors import UsageError
-from initbench.ids import format_id, parse_id, parse_number
-from initbench.lsuv import lsuv_
-from initbench.models import weighted_layers
+from initbench.ids import format_id, format_value, parse_id, parse_number
 
 GAIN_SETTINGS = ("unit", "matched")
-DEFAULT_GAINS = GAIN_SETTINGS
 
 InitFn = Callable[[torch.Tensor, Activation, "torch.Generator | None"], None]
 MomentsFn = Callable[[Sequence[int], Activation], "tuple[float, float]"]
+GainFn = Callable[[Activation], float]
 
 
 def fans(shape: Sequence[int]) -> tuple[int, int]:
@@ -48,9 +45,13 @@ class Scheme:
         moments: closed-form ``(mean, variance)`` of the weight entries for a shape, or None.
         theory: the mean-field variance map applies (zero-mean entries of variance
             ``sigma_w^2 / fan_in``, independent or orthogonal).
+        kind: the distribution's shape (``normal``, ``uniform``, ``orthogonal``, ...): two
+            schemes of one kind and the same moments on a shape draw the same weights.
         dims: the weight dimensionalities the initializer accepts.
         data_dependent: the scheme also needs a data batch (LSUV).
         covers: the ``torch.nn.init`` functions this family exercises.
+        gain: the gain the scheme uses for an activation (None: it takes no gain).
+        extra: distribution parameters the moments do not fix (truncation, sparsity).
     """
 
     name: str
@@ -58,9 +59,12 @@ class Scheme:
     init: InitFn
     moments: MomentsFn | None
     theory: bool
+    kind: str
     dims: tuple[int, ...] = (2, 3, 4, 5)
     data_dependent: bool = False
     covers: tuple[str, ...] = field(default=())
+    gain: GainFn | None = None
+    extra: tuple[object, ...] = ()
 
     @property
     def id(self) -> str:
@@ -79,19 +83,28 @@ class Scheme:
             return f"{self.name} needs {need}-D weights, got {len(shape)}-D {tuple(shape)}"
         return None
 
-    def fill(
-        self, weight: torch.Tensor, activation: Activation, generator: torch.Generator | None
-    ) -> bool:
-        """Initializes ``weight``, or gives it torch's default if the scheme cannot.
+    @property
+    def gain_setting(self) -> str:
+        """The gain setting as ids spell it (``unit``, ``matched``, ``1.5``; kaiming's
+        ``nonlinearity``), or an empty string for schemes without one."""
+        if self.gain is None:
+            return ""
+        return format_value(self.params.get("gain", self.params.get("nonlinearity")))
 
-        Returns:
-            Whether the scheme itself (not the fallback) filled it.
-        """
-        if self.not_applicable(weight.shape):
-            _torch_default().init(weight, activation, generator)
-            return False
-        self.init(weight, activation, generator)
-        return True
+    def signature(self, shape: Sequence[int], activation: Activation) -> tuple[object, ...]:
+        """What fixes the weights' distribution on ``shape``: equal signatures on every
+        weight of a cell make two schemes equivalent there (the same seed draws the same
+        weights, up to float rounding)."""
+        if self.data_dependent or self.moments is None:
+            return ("scheme", self.id)
+        mean, var = self.moments(shape, activation)
+        return (self.kind, float(f"{mean:.9g}"), float(f"{var:.9g}"), *self.extra)
+
+    def variance(self, shape: Sequence[int], activation: Activation) -> float:
+        """``Var(w)`` of the entries where the mean-field theory applies, else NaN."""
+        if not self.theory or self.moments is None:
+            return math.nan
+        return self.moments(shape, activation)[1]
 
     def sigma_w2(self, shape: Sequence[int], activation: Activation) -> float:
         """``fan_in * Var(w)`` for the mean-field theory (NaN where it does not apply)."""
@@ -131,6 +144,7 @@ def _uniform(a: float = 0.0, b: float = 1.0) -> Scheme:
         lambda w, act, g: init.uniform_(w, a, b, generator=g),
         lambda shape, act: ((a + b) / 2, (b - a) ** 2 / 12),
         theory=a == -b,
+        kind="uniform",
         covers=("uniform_",),
     )
 
@@ -144,6 +158,7 @@ def _normal(std: float = 1.0, mean: float = 0.0) -> Scheme:
         lambda w, act, g: init.normal_(w, mean, std, generator=g),
         lambda shape, act: (mean, std**2),
         theory=mean == 0.0,
+        kind="normal",
         covers=("normal_",),
     )
 
@@ -167,7 +182,9 @@ def _trunc_normal(std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Scheme:
         lambda w, act, g: init.trunc_normal_(w, 0.0, std, a, b, generator=g),
         lambda shape, act: _truncated_normal_moments(std, a, b),
         theory=a == -b,
+        kind="trunc_normal",
         covers=("trunc_normal_",),
+        extra=(a / std, b / std),
     )
 
 
@@ -179,6 +196,7 @@ def _constant(val: float) -> Scheme:
         lambda w, act, g: init.constant_(w, val),
         lambda shape, act: (val, 0.0),
         theory=False,
+        kind="constant",
         covers=("constant_",),
     )
 
@@ -190,6 +208,7 @@ def _fixed(name: str, fill: Callable[[torch.Tensor], object], value: float) -> S
         lambda w, act, g: fill(w),
         lambda shape, act: (value, 0.0),
         theory=False,
+        kind="constant",
         covers=(f"{name}_",),
     )
 
@@ -205,7 +224,8 @@ def _eye() -> Scheme:
         {},
         lambda w, act, g: init.eye_(w),
         _identity_moments,
-        False,
+        theory=False,
+        kind="identity",
         dims=(2,),
         covers=("eye_",),
     )
@@ -217,7 +237,8 @@ def _dirac() -> Scheme:
         {},
         lambda w, act, g: init.dirac_(w),
         _identity_moments,
-        False,
+        theory=False,
+        kind="identity",
         dims=(3, 4, 5),
         covers=("dirac_",),
     )
@@ -239,7 +260,9 @@ def _xavier(kind: str) -> Callable[..., Scheme]:
             lambda w, act, g: fill(w, resolve_gain(setting, act), generator=g),
             moments,
             theory=True,
+            kind=kind,
             covers=(f"xavier_{kind}_",),
+            gain=lambda act: resolve_gain(setting, act),
         )
 
     return build
@@ -282,7 +305,9 @@ def _kaiming(kind: str) -> Callable[..., Scheme]:
             fill_weight,
             moments,
             theory=True,
+            kind=kind,
             covers=(f"kaiming_{kind}_",),
+            gain=lambda act: _kaiming_gain(nonlinearity, act),
         )
 
     return build
@@ -302,7 +327,71 @@ def _orthogonal(gain: object = "unit") -> Scheme:
         lambda w, act, g: init.orthogonal_(w, resolve_gain(setting, act), generator=g),
         moments,
         theory=True,
+        kind="orthogonal",
         covers=("orthogonal_",),
+        gain=lambda act: resolve_gain(setting, act),
+    )
+
+
+def _delta_orthogonal(gain: object = "unit") -> Scheme:
+    """Xiao et al. 2018: an orthogonal matrix at the kernel's centre tap, zero elsewhere."""
+    setting = _gain_setting(gain)
+
+    def fill(w: torch.Tensor, act: Activation, g: torch.Generator | None) -> None:
+        centre = tuple(k // 2 for k in w.shape[2:])
+        w.zero_()
+        init.orthogonal_(w[(slice(None), slice(None), *centre)], resolve_gain(setting, act), g)
+
+    def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
+        taps = math.prod(shape[2:])
+        return 0.0, resolve_gain(setting, act) ** 2 / max(shape[0], shape[1]) / taps
+
+    return Scheme(
+        "delta_orthogonal",
+        {"gain": setting},
+        fill,
+        moments,
+        theory=True,
+        kind="delta_orthogonal",
+        dims=(3, 4, 5),
+        gain=lambda act: resolve_gain(setting, act),
+    )
+
+
+def _variance_scaling(
+    scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal"
+) -> Scheme:
+    """Keras/JAX ``VarianceScaling``: entries of variance ``scale / fan`` (fan_in, fan_out or
+    their mean), normal or uniform. ``scale`` is the mean-field ``sigma_w^2``."""
+    scale = float(scale)
+    if not scale >= 0 or not math.isfinite(scale):
+        raise UsageError(f"variance_scaling needs a scale >= 0, got {scale:g}")
+    if mode not in ("fan_in", "fan_out", "fan_avg"):
+        raise UsageError(f"variance_scaling mode must be fan_in, fan_out or fan_avg, got {mode!r}")
+    if distribution not in ("normal", "uniform"):
+        raise UsageError(
+            f"variance_scaling distribution must be normal or uniform, got {distribution!r}"
+        )
+
+    def variance(shape: Sequence[int]) -> float:
+        fan_in, fan_out = fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        return scale / fan
+
+    def fill(w: torch.Tensor, act: Activation, g: torch.Generator | None) -> None:
+        std = math.sqrt(variance(w.shape))
+        if distribution == "normal":
+            init.normal_(w, 0.0, std, generator=g)
+        else:
+            init.uniform_(w, -math.sqrt(3) * std, math.sqrt(3) * std, generator=g)
+
+    return Scheme(
+        "variance_scaling",
+        {"scale": scale, "mode": mode, "distribution": distribution},
+        fill,
+        lambda shape, act: (0.0, variance(shape)),
+        theory=True,
+        kind=distribution,
     )
 
 
@@ -336,15 +425,17 @@ def _sparse(sparsity: float = 0.1, std: float = 0.01) -> Scheme:
         lambda w, act, g: _with_global_seed(g, init.sparse_, w, sparsity, std, generator=g),
         moments,
         theory=True,
+        kind="sparse",
         dims=(2,),
         covers=("sparse_",),
+        extra=(sparsity,),
     )
 
 
 _TORCH_DEFAULT_A = math.sqrt(5)
 
 
-def _torch_default() -> Scheme:
+def torch_default() -> Scheme:
     """What ``nn.Linear`` and ``nn.Conv*`` do in ``reset_parameters``: U(+-1/sqrt(fan_in))."""
     return Scheme(
         "torch_default",
@@ -352,6 +443,7 @@ def _torch_default() -> Scheme:
         lambda w, act, g: init.kaiming_uniform_(w, a=_TORCH_DEFAULT_A, generator=g),
         lambda shape, act: (0.0, 1.0 / (3 * fans(shape)[0])),
         theory=True,
+        kind="uniform",
     )
 
 
@@ -363,6 +455,7 @@ def _lsuv() -> Scheme:
         lambda w, act, g: init.orthogonal_(w, 1.0, generator=g),
         None,
         theory=False,
+        kind="lsuv",
         data_dependent=True,
     )
 
@@ -422,7 +515,15 @@ FAMILIES: dict[str, Family] = {
     ),
     "orthogonal": Family(_orthogonal, ({},), True, "Saxe et al. 2014, (semi-)orthogonal"),
     "sparse": Family(_sparse, ({"sparsity": 0.1, "std": 0.01},), doc="Martens 2010 (2-D only)"),
-    "torch_default": Family(_torch_default, ({},), doc="nn.Linear/nn.Conv reset_parameters"),
+    "delta_orthogonal": Family(
+        _delta_orthogonal, ({},), True, "Xiao et al. 2018: orthogonal centre tap (3-5-D only)"
+    ),
+    "variance_scaling": Family(
+        _variance_scaling,
+        ({"scale": 1.0, "mode": "fan_in", "distribution": "normal"},),
+        doc="Keras/JAX VarianceScaling: variance scale / fan; scale is sigma_w^2",
+    ),
+    "torch_default": Family(torch_default, ({},), doc="nn.Linear/nn.Conv reset_parameters"),
     "lsuv": Family(_lsuv, ({},), doc="orthogonal + layer-sequential unit variance on data"),
 }
 
@@ -461,7 +562,7 @@ def get_scheme(scheme_id: str | Scheme) -> Scheme:
 
 
 def expand_schemes(
-    patterns: Iterable[str], gains: Sequence[object] = DEFAULT_GAINS
+    patterns: Iterable[str], gains: Sequence[object] = GAIN_SETTINGS
 ) -> list[Scheme]:
     """Expands scheme patterns (``xavier*``, ``*``) and explicit ids into schemes.
 
@@ -487,52 +588,3 @@ def expand_schemes(
                 scheme = _build(name, dict(params))
                 found.setdefault(scheme.id, scheme)
     return list(found.values())
-
-
-# ---- applying a scheme to a model -----------------------------------------------------
-
-
-@torch.no_grad()
-def apply(
-    model: nn.Module,
-    scheme: str | Scheme,
-    activation: str | Activation = "relu",
-    *,
-    generator: torch.Generator | None = None,
-    data: torch.Tensor | None = None,
-) -> list[str]:
-    """Initializes every Linear and Conv weight of ``model`` with ``scheme``; biases to zero.
-
-    This is the tutorial's ``initialize_weights()`` for any ``nn.Module`` (torchvision models
-    included). Layers whose weights the scheme cannot take (``eye`` on a conv) get torch's own
-    default instead, and their names are returned.
-
-    Args:
-        model: the model, changed in place.
-        scheme: a scheme id or :class:`Scheme`.
-        activation: the activation that ``matched`` gains refer to.
-        generator: the random source (None: torch's global one).
-        data: an input batch, needed by data-dependent schemes (``lsuv``).
-
-    Returns:
-        The names of layers that kept torch's default because the scheme does not apply.
-
-    Raises:
-        UsageError: the scheme applies to no layer, or needs ``data`` and got none.
-    """
-    scheme, activation = get_scheme(scheme), get_activation(activation)
-    if scheme.data_dependent and data is None:
-        raise UsageError(f"{scheme.id} is data-dependent: pass a batch as data=")
-    names = {m: n for n, m in model.named_modules()}
-    layers = weighted_layers(model)
-    skipped = []
-    for layer in layers:
-        if not scheme.fill(layer.weight, activation, generator):
-            skipped.append(names[layer])
-        if layer.bias is not None:
-            layer.bias.zero_()
-    if layers and len(skipped) == len(layers):
-        raise UsageError(scheme.not_applicable(layers[0].weight.shape) or "not applicable")
-    if scheme.data_dependent:
-        lsuv_(model, data)
-    return skipped

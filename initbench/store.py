@@ -6,7 +6,9 @@ Layout of a sweep folder::
     cells.parquet      one row per run            (after compaction)
     layers.parquet     one row per run and layer  (after compaction)
     curves.parquet     one row per run and logged training step
-    shards/            finished chunks not yet compacted: <n>.{layers,curves,cells}.parquet
+    hists.parquet      one row per run, layer, quantity and non-empty histogram bin
+    spectra.parquet    one row per run and non-empty bin of its Jacobian's singular values
+    shards/            finished chunks not yet compacted: <n>.<table>.parquet
 
 Every file is written to a temporary name and renamed into place. A chunk's ``cells`` shard
 is written last: it is what marks its runs finished, so an interrupted write is ignored
@@ -29,19 +31,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from initbench.errors import UsageError
+from initbench.schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
-TABLES = ("layers", "curves", "cells")  # write order: cells last marks a chunk finished
+TABLES = ("layers", "curves", "hists", "spectra", "cells")  # cells last marks a chunk done
 FINISHED = ("ok", "diverged", "skipped")  # failed and oom runs are retried on resume
 
 
 @dataclass
 class Records:
-    """Rows of the three tables for some runs."""
+    """Rows of the tables for some runs."""
 
     cells: pd.DataFrame
     layers: pd.DataFrame = field(default_factory=pd.DataFrame)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    hists: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __add__(self, other: Records) -> Records:
+        def join(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+            return a if b.empty else b if a.empty else pd.concat([a, b], ignore_index=True)
+
+        return Records(*(join(getattr(self, t), getattr(other, t)) for t in RECORD_TABLES))
+
+
+RECORD_TABLES = ("cells", "layers", "curves", "hists", "spectra")
 
 
 @dataclass
@@ -53,6 +66,8 @@ class Results:
     cells: pd.DataFrame
     layers: pd.DataFrame
     curves: pd.DataFrame
+    hists: pd.DataFrame
+    spectra: pd.DataFrame
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -261,4 +276,4 @@ def load(path: str | Path) -> Results:
         tables = {t: read_table(root, t, keep=keep) for t in TABLES}
     except (OSError, ValueError) as error:
         raise UsageError(f"{root} holds a corrupt table: {error}") from None
-    return Results(root, meta, tables["cells"], tables["layers"], tables["curves"])
+    return Results(root, meta, *(tables[t] for t in RECORD_TABLES))

@@ -8,6 +8,7 @@ al. 2017) the pre-activation second moment follows ``q_1 = sigma_w^2 E[x^2]`` an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
@@ -37,6 +38,7 @@ def pre_var(
     phi: Elementwise,
     sigma_w2: Sequence[float],
     input_second_moment: float = 1.0,
+    bias_var: float = 0.0,
 ) -> list[float]:
     """Predicted second moment ``q_l`` of the pre-activations of hidden layers 1..depth.
 
@@ -44,6 +46,7 @@ def pre_var(
         phi: the activation function.
         sigma_w2: ``fan_in * Var(w)`` of each hidden layer's weights, first layer first.
         input_second_moment: ``E[x^2]`` of the network input.
+        bias_var: ``sigma_b^2``, the variance of every bias.
 
     Returns:
         One ``q_l`` per hidden layer.
@@ -51,7 +54,7 @@ def pre_var(
     qs: list[float] = []
     q_in = input_second_moment
     for layer, s2 in enumerate(sigma_w2):
-        q = s2 * (q_in if layer == 0 else expect(lambda h: phi(h) ** 2, q_in))
+        q = s2 * (q_in if layer == 0 else expect(lambda h: phi(h) ** 2, q_in)) + bias_var
         qs.append(q)
         q_in = q
     return qs
@@ -83,3 +86,145 @@ def grad_h_var(
         upstream = back_gain[layer] * upstream * slopes[layer]
         out.append(upstream)
     return out[::-1]
+
+
+_N2 = 60  # Gauss-Hermite nodes per axis for the two-input expectations
+_Z1, _Z2 = np.meshgrid(*[np.polynomial.hermite.hermgauss(_N2)[0] * np.sqrt(2.0)] * 2)
+_W2 = np.outer(*[np.polynomial.hermite.hermgauss(_N2)[1] / np.sqrt(np.pi)] * 2)
+_Z1_T, _Z2_T, _W2_T = (torch.tensor(a, dtype=torch.float64) for a in (_Z1, _Z2, _W2))
+
+
+def cross_moment(phi: Elementwise, q: float, c: float) -> float:
+    """``E[phi(u1) phi(u2)]`` for ``u1, u2 ~ N(0, q)`` with correlation ``c``."""
+    c = min(max(c, -1.0), 1.0)
+    u1 = _Z1_T * np.sqrt(q)
+    u2 = (c * _Z1_T + np.sqrt(1.0 - c * c) * _Z2_T) * np.sqrt(q)
+    return float((phi(u1) * phi(u2) * _W2_T).sum())
+
+
+def pair_corr(
+    phi: Elementwise,
+    sigma_w2: Sequence[float],
+    q: Sequence[float],
+    input_corr: float,
+    input_second_moment: float = 1.0,
+    bias_var: float = 0.0,
+) -> list[float]:
+    """The c-map (Poole et al. 2016): the correlation ``c_l`` of two inputs' pre-activations
+    at hidden layers 1..depth, from their input correlation.
+
+    Args:
+        phi: the activation function.
+        sigma_w2: ``fan_in * Var(w)`` of each hidden layer's weights.
+        q: the predicted second moments (from :func:`pre_var`).
+        input_corr: the inputs' cosine similarity.
+        input_second_moment: ``E[x^2]`` of either input.
+        bias_var: ``sigma_b^2``.
+    """
+    cs: list[float] = []
+    for layer, s2 in enumerate(sigma_w2):
+        if layer == 0:
+            q_ab = s2 * input_corr * input_second_moment + bias_var
+        else:
+            q_ab = s2 * cross_moment(phi, q[layer - 1], cs[-1]) + bias_var
+        cs.append(q_ab / q[layer] if q[layer] > 0 else math.nan)
+    return cs
+
+
+def variance_map(phi: Elementwise, sigma_w2: float, bias_var: float) -> Callable[[float], float]:
+    """``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``: one hidden layer's forward map."""
+    return lambda q: sigma_w2 * expect(lambda h: phi(h) ** 2, q) + bias_var
+
+
+def fixed_point(f: Callable[[float], float], start: float, steps: int = 5000) -> float:
+    """Iterates ``f`` from ``start`` until it settles: ``inf`` if it grows without bound, 0
+    if it creeps down towards a fixed point at 0 (``f(0) = 0``) without reaching it."""
+    x = start
+    for _ in range(steps):
+        nxt = f(x)
+        if not math.isfinite(nxt) or nxt > 1e30:
+            return math.inf
+        if abs(nxt - x) <= 1e-12 * max(1.0, abs(x)):
+            return nxt
+        x = nxt
+    return 0.0 if x < start and f(0.0) == 0.0 else x
+
+
+def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
+    """A root of ``f`` in ``[lo, hi]`` where ``f(lo)`` and ``f(hi)`` differ in sign."""
+    f_lo = f(lo)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        f_mid = f(mid)
+        if (f_mid > 0) == (f_lo > 0):
+            lo, f_lo = mid, f_mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def depth_scales(
+    phi: Elementwise, sigma_w2: float, bias_var: float, q_start: float = 1.0
+) -> dict[str, float]:
+    """Mean-field depth scales of a deep stack of identical layers (Schoenholz et al. 2017).
+
+    Returns:
+        ``q_star`` (the variance fixed point reached from ``q_start``), ``chi1`` (``sigma_w^2
+        E[phi'(sqrt(q*) z)^2]``, the slope of the c-map at c = 1: ordered below 1, chaotic
+        above), ``c_star`` (the stable correlation fixed point: 1 when ``chi1 <= 1``), and the
+        depth scales ``xi_q = -1 / log V'(q*)`` and ``xi_c = -1 / log C'(c*)`` (``inf``
+        where the slope is 1: at criticality).
+    """
+    vmap = variance_map(phi, sigma_w2, bias_var)
+    q_star = fixed_point(vmap, q_start)
+    if not math.isfinite(q_star):
+        nan = dict.fromkeys(("c_star", "chi1", "xi_q", "xi_c"), math.nan)
+        return {"q_star": math.inf, **nan}
+    chi1 = sigma_w2 * derivative_second_moments(phi, [max(q_star, 1e-300)])[0]
+    dq = max(q_star, 1e-6) * 1e-4
+    lo = max(q_star - dq, 0.0)
+    slope_q = (vmap(q_star + dq) - vmap(lo)) / (q_star + dq - lo)
+
+    def cmap(c: float) -> float:
+        return (sigma_w2 * cross_moment(phi, q_star, c) + bias_var) / q_star if q_star else 1.0
+
+    if chi1 <= 1 + 1e-9 or q_star == 0:
+        c_star, slope_c = 1.0, chi1
+    else:  # chaotic: c = 1 is unstable, the stable fixed point lies below it
+        c_star = _root(lambda c: cmap(c) - c, -1.0 if cmap(-1.0) > -1.0 else 0.0, 1 - 1e-9)
+        dc = 1e-4
+        slope_c = (cmap(c_star + dc) - cmap(c_star - dc)) / (2 * dc)
+    return {
+        "q_star": q_star,
+        "c_star": c_star,
+        "chi1": chi1,
+        "xi_q": _scale(slope_q),
+        "xi_c": _scale(slope_c),
+    }
+
+
+def _scale(slope: float) -> float:
+    """``-1 / log|slope|``: the depth over which a deviation shrinks by e (``inf`` where
+    it does not shrink)."""
+    slope = abs(slope)
+    if slope == 0:
+        return 0.0
+    if slope >= 1 - 1e-9:
+        return math.inf
+    return -1.0 / math.log(slope)
+
+
+def fit_correlation_scale(corr: Sequence[float], c_star: float, floor: float) -> float:
+    """The depth scale of measured correlations: fits ``|c_l - c*| ~ A exp(-l / xi)`` by least
+    squares on ``log|c_l - c*|`` over the layers whose deviation exceeds ``floor`` (the
+    measurement's noise). NaN with fewer than 3 such layers or no ``c*``; ``inf`` when the
+    deviation does not shrink."""
+    if not math.isfinite(c_star):
+        return math.nan
+    deviation = np.abs(np.asarray(corr, dtype=float) - c_star)
+    layers = np.arange(1, len(deviation) + 1)
+    keep = np.isfinite(deviation) & (deviation > floor)
+    if keep.sum() < 3:
+        return math.nan
+    slope = np.polyfit(layers[keep], np.log(deviation[keep]), 1)[0]
+    return -1.0 / slope if slope < 0 else math.inf

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from initbench.archs import Stacked
 from initbench.data import Dataset
 from initbench.device import run_generator, synchronize
 from initbench.grid import Grid, Run
-from initbench.models import StackedNet
 
 EVAL_BATCH = 1024
 
@@ -82,9 +82,7 @@ def _per_run_loss(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def evaluate(
-    net: StackedNet, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(net: Stacked, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Test loss and accuracy per run (``model.eval()`` + ``torch.no_grad()``)."""
     net.eval()
     loss_sum = torch.zeros(net.runs, device=x.device)
@@ -98,12 +96,20 @@ def evaluate(
     return loss_sum / len(x), correct / len(x)
 
 
-def train_stack(net: StackedNet, runs: Sequence[Run], dataset: Dataset, grid: Grid) -> TrainResult:
-    """Trains the stacked runs for ``grid.train_steps`` steps, logging every ``eval_every``."""
-    device = net.weights[0].device
-    x_train = dataset.inputs(dataset.x_train, net.arch).to(device)
+def train_stack(
+    net: Stacked,
+    runs: Sequence[Run],
+    dataset: Dataset,
+    grid: Grid,
+    on_step: Callable[[], object] | None = None,
+) -> TrainResult:
+    """Trains the stacked runs for ``grid.train_steps`` steps, logging every ``eval_every``
+    (``on_step`` is called after every step, for progress bars)."""
+    device = net.device
+    arch = runs[0].cell.arch
+    x_train = arch.data_sample(dataset.x_train).to(device)
     y_train = dataset.y_train.to(device)
-    x_test = dataset.inputs(dataset.x_test, net.arch).to(device)
+    x_test = arch.data_sample(dataset.x_test).to(device)
     y_test = dataset.y_test.to(device)
     steps, batch = grid.train_steps, grid.train_batch_size
     order = torch.stack([batch_order(r.seed, len(x_train), steps, batch) for r in runs]).to(device)
@@ -145,6 +151,8 @@ def train_stack(net: StackedNet, runs: Sequence[Run], dataset: Dataset, grid: Gr
         if (step + 1) % grid.eval_every == 0 or step + 1 == steps:
             log(step + 1, seen)
             seen = 0
+        if on_step is not None:
+            on_step()
     synchronize(device)
     seconds = time.perf_counter() - start
     curves = torch.stack(logs, dim=-1).cpu().numpy()  # (4, R, T)

@@ -1,4 +1,9 @@
-"""A hand-written, one-run-at-a-time probe in the tutorial's style: the independent check."""
+"""A hand-written, one-run-at-a-time probe in the tutorial's style: the independent check.
+
+It builds the plain ``nn.Module`` of a run, initializes it through the public
+:func:`initbench.apply` machinery with the run's generator (the same draws as the engine),
+and computes every statistic with forward hooks and plain tensor operations.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +12,64 @@ import math
 import torch
 
 from initbench.device import run_generator
-from initbench.grid import Run
-from initbench.models import build_model, weighted_layers
-from initbench.schemes import apply
+from initbench.engine import FIT_STREAM, correlate_pairs
+from initbench.grid import Grid, Run
+from initbench.initialize import biases, fill_biases, fill_targets, init_targets
+from initbench.lsuv import lsuv_module
 
 
-def reference_probe(
-    run: Run, batch: int, in_features: int, out_features: int, spatial: tuple[int, ...] = ()
-) -> dict[str, list[float]]:
-    """Every per-layer statistic of one run, computed plainly."""
+def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The run's plain network, initialized, with its probe batch and cotangent."""
     cell = run.cell
-    model = build_model(
-        cell.arch, cell.depth, cell.width, cell.activation, in_features, out_features
-    )
+    inputs = grid.cell_inputs(cell)
+    model = cell.arch.build(cell.depth, cell.width, cell.activation, inputs)
     generator = run_generator(run.seed)
-    # the same draw order as the engine: weights, probe batch, cotangent
-    with torch.no_grad():
-        for layer in weighted_layers(model):
-            cell.scheme.fill(layer.weight, cell.activation, generator)
-            layer.bias.zero_()
-    x = torch.randn(batch, in_features, *spatial, generator=generator)
-    cotangent = torch.randn(batch, out_features, generator=generator)
+    params = dict(model.named_parameters())
+    with torch.no_grad():  # the engine's draw order: weights, biases, batch, cotangent
+        fill_targets(
+            params, init_targets(model), cell.scheme, cell.activation, generator, fallback=True
+        )
+        fill_biases(params, biases(model), cell.bias_var, generator)
+    x = torch.randn(grid.batch_size, *inputs.sample, generator=generator)
+    x = correlate_pairs(x, grid.input_corr)
+    cotangent = torch.randn(grid.batch_size, inputs.classes, generator=generator)
     if cell.scheme.data_dependent:
-        from initbench.lsuv import lsuv_
+        fit = torch.randn(
+            grid.batch_size, *inputs.sample, generator=run_generator(run.seed, FIT_STREAM)
+        )
+        lsuv_module(model, fit)
+    return model, x, cotangent
 
-        lsuv_(model, x)
+
+def reference_probe(run: Run, grid: Grid, layer_weights) -> dict[str, list[float]]:
+    """Every per-layer statistic of one run, computed plainly.
+
+    ``layer_weights(l)`` names the parameters whose joint gradient norm is layer l's.
+    """
+    cell = run.cell
+    model, x, cotangent = build_run(run, grid)
     pre = []
     hooks = [
-        layer.register_forward_hook(lambda m, i, o: pre.append(o))
-        for layer in weighted_layers(model)[:-1]
+        m.register_forward_hook(lambda m, i, o: pre.append(o))
+        for m in cell.arch.layer_modules(model)
     ]
     out = model(x)
     for hook in hooks:
         hook.remove()
-    weights = [layer.weight for layer in weighted_layers(model)[:-1]]
+    params = dict(model.named_parameters())
+    names = [layer_weights(layer) for layer in range(1, cell.depth + 1)]
+    weights = [params[n] for layer in names for n in layer]
     grads = torch.autograd.grad(out, pre + weights, grad_outputs=cotangent)
-    depth = cell.depth
+    grad_h, grad_w = grads[: cell.depth], list(grads[cell.depth :])
     act = cell.activation
     post = [act.fn(h) for h in pre]
+    unit_axis = 1 if pre[0].dim() == 4 else -1  # images (B, C, H, W): channels are units
 
-    def dead(h: torch.Tensor) -> float:  # h: (B, units, *spatial)
+    def dead(h: torch.Tensor) -> float:
         if not act.relu_family:
             return math.nan
-        return (h <= 0).transpose(0, 1).flatten(1).all(1).float().mean().item()
+        per_unit = (h <= 0).movedim(unit_axis, 0).flatten(1).all(1)
+        return per_unit.float().mean().item()
 
     def saturated(a: torch.Tensor) -> float:
         if act.bounds is None:
@@ -58,6 +78,16 @@ def reference_probe(
         margin = 0.01 * (hi - lo)
         return ((a < lo + margin) | (a > hi - margin)).float().mean().item()
 
+    def corr(h: torch.Tensor) -> float:
+        v = h.flatten(1).double()
+        pairs = len(v) // 2
+        a, b = v[0 : 2 * pairs : 2], v[1 : 2 * pairs : 2]
+        return torch.nn.functional.cosine_similarity(a, b, dim=1).mean().item()
+
+    grad_norms = []
+    for layer in names:
+        squares = [grad_w.pop(0).pow(2).sum() for _ in layer]
+        grad_norms.append(torch.stack(squares).sum().sqrt().item())
     return {
         "pre_mean": [h.mean().item() for h in pre],
         "pre_var": [h.var(correction=0).item() for h in pre],
@@ -65,11 +95,7 @@ def reference_probe(
         "post_var": [a.var(correction=0).item() for a in post],
         "dead_frac": [dead(h) for h in pre],
         "sat_frac": [saturated(a) for a in post],
-        "grad_h_var": [g.var(correction=0).item() for g in grads[:depth]],
-        "grad_w_norm": [g.norm().item() for g in grads[depth:]],
+        "grad_h_var": [g.var(correction=0).item() for g in grad_h],
+        "grad_w_norm": grad_norms,
+        "corr": [corr(h) for h in pre],
     }
-
-
-def apply_reference(run: Run, model: torch.nn.Module) -> None:
-    """Initializes a model through the public ``apply`` with the run's generator."""
-    apply(model, run.cell.scheme, run.cell.activation, generator=run_generator(run.seed))

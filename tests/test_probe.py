@@ -7,17 +7,28 @@ import torch
 
 from initbench import Grid
 from initbench.activations import get_activation
+from initbench.archs import get_arch
 from initbench.device import resolve_device
+from initbench.engine import compute_chunk
 from initbench.grid import Cell, Run
-from initbench.runner import compute_chunk
 from initbench.schemes import get_scheme
 from tests.reference import reference_probe
 
 CPU = resolve_device("cpu")
 
 
-def _run(scheme, activation="relu", arch="mlp", depth=4, width=32, seed=0):
-    return Run(Cell(get_scheme(scheme), get_activation(activation), arch, depth, width), seed)
+def _run(scheme, activation="relu", arch="mlp", depth=4, width=32, seed=0, bias_var=0.0):
+    cell = Cell(
+        get_scheme(scheme), get_activation(activation), get_arch(arch), depth, width, bias_var
+    )
+    return Run(cell, seed)
+
+
+def layer_weights(cell, grid):
+    """The names of each layer's weights, as the stacked network groups them."""
+    inputs = grid.cell_inputs(cell)
+    net = cell.arch.stack(1, cell.depth, cell.width, cell.activation, inputs, "meta")
+    return net.layer_params
 
 
 def _layers(runs, grid):
@@ -124,9 +135,8 @@ def test_vectorised_equals_per_run_loop(arch, activation):
         _run(s, activation, arch, depth=3, width=8, seed=seed) for s in schemes for seed in (0, 5)
     ]
     layers = _layers(runs, grid)
-    spatial = (6, 6) if arch == "cnn" else ()
     for run in runs:
-        expected = reference_probe(run, 16, 8, 8, spatial)
+        expected = reference_probe(run, grid, layer_weights(run.cell, grid))
         got = layers.loc[run.id]
         for stat, values in expected.items():
             np.testing.assert_allclose(

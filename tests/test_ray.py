@@ -8,8 +8,9 @@ import torch
 
 import initbench
 from initbench import Grid
+from initbench.engine import compute_chunk
 from initbench.errors import UsageError
-from initbench.runner import compute_chunk, plan_chunks
+from initbench.planning import plan_chunks
 from initbench.store import Store
 
 ray = pytest.importorskip("ray")
@@ -57,7 +58,7 @@ def test_ray_gives_the_same_rows_as_local(tmp_path, local_ray):
 
 
 def test_raising_tasks_and_dead_workers_fail_their_runs_then_resume(tmp_path, local_ray):
-    from initbench.ray_executor import run_chunks
+    from initbench.executors.ray import RayExecutor
 
     def flaky(runs, grid, device, dataset):
         if runs[0].cell.depth == 4 and runs[0].cell.activation.name == "tanh":
@@ -69,8 +70,9 @@ def test_raising_tasks_and_dead_workers_fail_their_runs_then_resume(tmp_path, lo
     cpu = torch.device("cpu")
     store = Store(tmp_path / "s")
     store.begin(GRID.to_dict(), {})
-    for records in run_chunks(plan_chunks(GRID.runs(), GRID, cpu), GRID, cpu, compute=flaky):
-        store.write(records)
+    with RayExecutor(compute=flaky) as executor:
+        for records in executor.run(plan_chunks(GRID.runs(), GRID, cpu), GRID, cpu):
+            store.write(records)
     store.compact()
     cells = initbench.load(tmp_path / "s").cells.set_index("run_id")
     assert len(cells) == len(GRID.runs())

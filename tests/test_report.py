@@ -10,7 +10,7 @@ import initbench
 from initbench.errors import UsageError
 from initbench.report import publish, report
 from initbench.report.tables import interval, ranking
-from initbench.runner import CELL_COLUMNS
+from initbench.schema import CELL_COLUMNS
 from initbench.store import Store
 
 SCIPY_T975_2 = 4.302652729911275  # t quantile, 2 degrees of freedom

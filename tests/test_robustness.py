@@ -189,6 +189,7 @@ def test_a_grid_of_days_needs_yes(tmp_path, monkeypatch, capsys):
     args = ["sweep", "--depths", "2000", "--widths", "8192", "--out", str(tmp_path / "s")]
     code, err = _main(monkeypatch, capsys, *args, "--device", "cpu")
     assert code == 2 and len(err) == 1
-    assert "this grid has 168 runs, about" in err[0] and "days on cpu" in err[0]
+    runs = len(Grid(depths=(2000,), widths=(8192,)).runs())
+    assert f"this grid has {runs} runs, about" in err[0] and "days on cpu" in err[0]
     assert "pass --yes" in err[0]
     assert not (tmp_path / "s").exists()

@@ -4,10 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from initbench import apply, get_activation, get_scheme
+from initbench import apply, get_activation, get_arch, get_scheme
+from initbench.archs import Inputs
 from initbench.errors import UsageError
-from initbench.models import build_model, weighted_layers
 from initbench.schemes import FAMILIES, expand_schemes, fans, torch_initializers
+
+
+def _mlp(depth, width, activation, d_in, classes):
+    return get_arch("mlp").build(depth, width, get_activation(activation), Inputs((d_in,), classes))
+
 
 LINEAR = (400, 600)
 CONV = (64, 48, 3, 3)
@@ -118,31 +123,35 @@ def test_explicit_ids_and_patterns():
 def test_apply_to_a_torchvision_model():
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.resnet18(weights=None, num_classes=10)
-    skipped = apply(model, "dirac", "relu", generator=torch.Generator().manual_seed(0))
-    assert skipped == ["fc"]  # the readout is 2-D: torch's default instead
+    with pytest.raises(UsageError, match=r"dirac cannot initialize fc\.weight: .*2-D"):
+        apply(model, "dirac", "relu")
+    applied = apply(model, "dirac", "relu", generator=torch.Generator(), fallback=True)
+    assert applied.fallback == ["fc.weight"]  # the readout is 2-D: torch's default instead
     conv = model.conv1.weight
     assert conv[0, 0, 3, 3] == 1 and conv.sum() == min(conv.shape[0], conv.shape[1])
-    skipped = apply(model, "kaiming_normal[mode=fan_out,nonlinearity=matched]", "relu")
-    assert skipped == []
-    assert model.fc.bias.abs().sum() == 0
+    applied = apply(model, "kaiming_normal[mode=fan_out,nonlinearity=matched]", "relu")
+    assert applied.fallback == [] and len(applied.initialized) == 21  # 20 convs and fc
+    assert applied.biases == ["fc.bias"] and model.fc.bias.abs().sum() == 0
+    assert applied.left["bn1.weight"].startswith("normalization gain")
     std = model.layer1[0].conv1.weight.std().item()
     assert std == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
 
 
 def test_apply_rejects_what_cannot_apply():
-    model = build_model("mlp", 2, 16, "relu", 16, 4)
-    with pytest.raises(UsageError, match="3/4/5-D"):
+    model = _mlp(2, 16, "relu", 16, 4)
+    with pytest.raises(UsageError, match=r"dirac cannot initialize 0\.weight: .*3/4/5-D"):
         apply(model, "dirac")
     with pytest.raises(UsageError, match="data"):
         apply(model, "lsuv")
 
 
 def test_lsuv_gives_unit_variance_outputs():
-    model = build_model("mlp", 6, 64, "tanh", 32, 10)
+    model = _mlp(6, 64, "tanh", 32, 10)
     x = torch.randn(512, 32, generator=torch.Generator().manual_seed(0))
     apply(model, "lsuv", "tanh", data=x, generator=torch.Generator().manual_seed(0))
     outs = []
-    for layer in weighted_layers(model):
-        layer.register_forward_hook(lambda m, i, o: outs.append(o))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            layer.register_forward_hook(lambda m, i, o: outs.append(o))
     model(x)
     assert [o.var().item() for o in outs] == pytest.approx([1.0] * 7, abs=1e-3)

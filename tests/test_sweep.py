@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 import initbench
-from initbench import Grid, runner
+from initbench import Grid, engine
 from initbench.errors import UsageError
-from initbench.runner import CELL_COLUMNS, LAYER_COLUMNS
-from initbench.store import SCHEMA_VERSION
+from initbench.executors import local
+from initbench.schema import CELL_COLUMNS, HIST_COLUMNS, LAYER_COLUMNS, SCHEMA_VERSION
 
 SMALL = Grid(
     schemes=("xavier_normal", "kaiming_normal[mode=fan_in,nonlinearity=matched]", "dirac"),
@@ -30,6 +30,7 @@ def test_sweep_writes_the_documented_schema(tmp_path):
     assert len(results.cells) == len(runs) == 2 * 4 * 2 * 2
     assert list(results.cells.columns) == list(CELL_COLUMNS)
     assert list(results.layers.columns) == LAYER_COLUMNS
+    assert list(results.hists.columns) == HIST_COLUMNS
     assert results.cells["run_id"].is_unique
     assert (results.cells["status"] == "skipped").sum() == 2 * 2 * 2  # dirac on an mlp
     ok = results.cells[results.cells["status"] == "ok"]
@@ -40,13 +41,13 @@ def test_sweep_writes_the_documented_schema(tmp_path):
     assert {"torch", "device", "started", "finished", "git_commit"} <= set(meta)
     assert not list((out / "shards").glob("*"))  # compacted
     docs = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
-    for column in [*CELL_COLUMNS, *LAYER_COLUMNS]:
+    for column in [*CELL_COLUMNS, *LAYER_COLUMNS, *HIST_COLUMNS]:
         assert f"`{column}`" in docs, f"docs/results.md does not document {column}"
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
     calls = []
-    real = runner.compute_chunk
+    real = local.compute_chunk
 
     def flaky(chunk, *args):
         calls.append(len(chunk))
@@ -54,7 +55,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(chunk, *args)
 
-    monkeypatch.setattr(runner, "compute_chunk", flaky)
+    monkeypatch.setattr(local, "compute_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
         initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
     partial = initbench.load(tmp_path / "s").cells
@@ -72,7 +73,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
 
 def test_resume_result_equals_uninterrupted(tmp_path, monkeypatch):
     initbench.sweep(SMALL, tmp_path / "a", device="cpu", progress=False)
-    real, calls = runner.compute_chunk, []
+    real, calls = local.compute_chunk, []
 
     def stop_once(chunk, *args):
         calls.append(1)
@@ -80,7 +81,7 @@ def test_resume_result_equals_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(chunk, *args)
 
-    monkeypatch.setattr(runner, "compute_chunk", stop_once)
+    monkeypatch.setattr(local, "compute_chunk", stop_once)
     with pytest.raises(KeyboardInterrupt):
         initbench.sweep(SMALL, tmp_path / "b", device="cpu", progress=False)
     initbench.sweep(SMALL, tmp_path / "b", device="cpu", progress=False)
@@ -92,19 +93,19 @@ def test_resume_result_equals_uninterrupted(tmp_path, monkeypatch):
 
 
 def test_failed_runs_are_recorded_and_retried(tmp_path, monkeypatch):
-    real = runner._compute
+    real = engine._compute
 
     def broken(runs, *args):
         if runs[0].cell.activation.name == "tanh":
             raise RuntimeError("boom")
         return real(runs, *args)
 
-    monkeypatch.setattr(runner, "_compute", broken)
+    monkeypatch.setattr(engine, "_compute", broken)
     initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
     cells = initbench.load(tmp_path / "s").cells
     failed = cells[cells["status"] == "failed"]
     assert len(failed) == 3 * 2 * 2 and set(failed["reason"]) == {"RuntimeError: boom"}
-    monkeypatch.setattr(runner, "_compute", real)
+    monkeypatch.setattr(engine, "_compute", real)
     initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
     cells = initbench.load(tmp_path / "s").cells
     assert "failed" not in set(cells["status"]) and cells["run_id"].is_unique

@@ -8,14 +8,14 @@ import torch
 import initbench
 from initbench import Grid
 from initbench.activations import get_activation
+from initbench.archs import get_arch
 from initbench.data import load_dataset
 from initbench.device import resolve_device, run_generator
+from initbench.engine import compute_chunk, initialize_runs
 from initbench.errors import UsageError
 from initbench.grid import Cell, Run
-from initbench.models import StackedNet, build_model
-from initbench.probe import init_stack
-from initbench.runner import compute_chunk
-from initbench.schemes import apply, get_scheme
+from initbench.initialize import apply
+from initbench.schemes import get_scheme
 from initbench.train import batch_order, make_optimizer, train_stack
 
 CPU = resolve_device("cpu")
@@ -23,7 +23,7 @@ CPU = resolve_device("cpu")
 
 def _runs(schemes, depth=3, width=16, seeds=(0, 1), act="relu", arch="mlp"):
     return [
-        Run(Cell(get_scheme(s), get_activation(act), arch, depth, width), seed)
+        Run(Cell(get_scheme(s), get_activation(act), get_arch(arch), depth, width), seed)
         for s in schemes
         for seed in seeds
     ]
@@ -41,14 +41,15 @@ def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
     )
     data = load_dataset("digits")
     runs = _runs(["xavier_normal[gain=matched]", "orthogonal[gain=unit]"], arch=arch)
-    in_features, out_features = grid.io_features(arch, 16)
-    net = StackedNet(len(runs), arch, 3, 16, "relu", in_features, out_features)
-    init_stack(net, runs, None, data.inputs(data.x_train[:64], arch))
+    model_arch = runs[0].cell.arch
+    inputs = grid.cell_inputs(runs[0].cell)
+    net = model_arch.stack(len(runs), 3, 16, get_activation("relu"), inputs)
+    initialize_runs(net, runs, grid, inputs, data)
     stacked = train_stack(net, runs, data, grid)
-    x_train = data.inputs(data.x_train, arch)
+    x_train = model_arch.data_sample(data.x_train)
     for r, run in enumerate(runs):
-        model = build_model(arch, 3, 16, "relu", in_features, out_features)
-        apply(model, run.cell.scheme, "relu", generator=run_generator(run.seed))
+        model = model_arch.build(3, 16, get_activation("relu"), inputs)
+        apply(model, run.cell.scheme, "relu", generator=run_generator(run.seed), fallback=True)
         optimizer_ = make_optimizer(model.parameters(), grid)
         order = batch_order(run.seed, len(x_train), grid.train_steps, grid.train_batch_size)
         losses = []
@@ -63,7 +64,7 @@ def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
             losses.append(loss.item())
         model.eval()
         with torch.no_grad():
-            out = model(data.inputs(data.x_test, arch))
+            out = model(model_arch.data_sample(data.x_test))
             test_loss = torch.nn.functional.cross_entropy(out, data.y_test).item()
             test_acc = (out.argmax(1) == data.y_test).float().mean().item()
         assert stacked.test_loss[r, -1] == pytest.approx(test_loss, rel=1e-4)
@@ -127,16 +128,16 @@ def test_divergence_is_recorded_with_its_step():
 
 
 def test_out_of_memory_marks_runs_oom_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from initbench import runner
+    from initbench import engine
 
-    real = runner._compute
+    real = engine._compute
 
     def oom_for_tanh(runs, *args):
         if runs[0].cell.activation.name == "tanh":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.59 GiB")
         return real(runs, *args)
 
-    monkeypatch.setattr(runner, "_compute", oom_for_tanh)
+    monkeypatch.setattr(engine, "_compute", oom_for_tanh)
     grid = Grid(
         schemes=("orthogonal",), activations=("tanh", "relu"), depths=(2,), widths=(8,), seeds=1
     )
@@ -158,7 +159,9 @@ def test_embedded_datasets_need_no_download():
     m1d = load_dataset("mnist1d")
     assert m1d.x_train.shape[1:] == (1, 40) and m1d.y_train.max().item() == 9
     with pytest.raises(UsageError, match="1-D"):
-        m1d.inputs(m1d.x_train, "cnn")
+        get_arch("cnn").data_sample(m1d.x_train)
+    with pytest.raises(UsageError, match="1-D"):
+        Grid(archs=("cnn",), dataset="mnist1d").runs()
 
 
 def _write_idx(path, array, magic):

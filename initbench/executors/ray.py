@@ -1,7 +1,7 @@
 """The ``ray`` executor: chunks run as Ray tasks; the driver writes their rows as they return.
 
 Each task gets the grid as plain values and its run ids, rebuilds the runs, and calls a
-compute function (:func:`~initbench.runner.compute_chunk` by default) on one CPU, or one
+compute function (:func:`~initbench.engine.compute_chunk` by default) on one CPU, or one
 GPU when the device is cuda. A task that raises, or whose worker dies, gives ``failed``
 rows with the reason; the sweep goes on and a re-run retries them.
 """
@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from initbench.data import Dataset
+from initbench.engine import Progress
 from initbench.errors import UsageError
 from initbench.grid import Grid, Run
 from initbench.store import Records
@@ -61,7 +63,7 @@ def _task(
     import ray
 
     from initbench.device import prepare_process
-    from initbench.runner import compute_chunk
+    from initbench.engine import compute_chunk
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
@@ -110,55 +112,71 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
-def run_chunks(
-    chunks: Sequence[Sequence[Run]],
-    grid: Grid,
-    device: torch.device,
-    *,
-    deterministic: bool = False,
-    data_dir: str | Path | None = None,
-    compute: Compute | None = None,
-) -> Iterator[Records]:
-    """Computes ``chunks`` as Ray tasks (after :func:`connect`) and yields each one's
-    records as it finishes.
+class RayExecutor:
+    """Chunks as Ray tasks, at most twice the cluster's slots in flight.
 
     Args:
-        chunks: runs grouped by :func:`~initbench.runner.plan_chunks`.
-        grid: the sweep's grid.
-        device: where each task computes; cuda gives every task one GPU.
-        deterministic: deterministic kernels in the workers.
-        data_dir: where workers find datasets (the same path on every node).
+        address: the Ray cluster (None: start Ray on this machine).
         compute: the function each task calls with ``(runs, grid, device, dataset)``;
-            :func:`~initbench.runner.compute_chunk` by default.
+            :func:`~initbench.engine.compute_chunk` by default.
     """
-    from initbench.runner import failed_records
 
-    ray = import_ray()
-    slots = ray.cluster_resources().get("GPU" if device.type == "cuda" else "CPU", 1)
-    options = {"num_cpus": 1, "max_retries": 0}
-    if device.type == "cuda":
-        options["num_gpus"] = 1
-    task = ray.remote(**options)(_task)
-    grid_json = json.dumps(grid.to_dict(), sort_keys=True)
-    dir_name = str(data_dir) if data_dir is not None else None
-    todo = list(chunks)[::-1]
-    pending: dict[Any, Sequence[Run]] = {}
-    in_flight = max(2, 2 * int(slots))  # bounds results waiting in the object store
-    try:
-        while todo or pending:
-            while todo and len(pending) < in_flight:
-                chunk = todo.pop()
-                args = [r.id for r in chunk], str(device), deterministic, dir_name, compute
-                pending[task.remote(grid_json, *args)] = chunk
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            chunk = pending.pop(ready)
-            try:
-                yield ray.get(ready)
-            except ray.exceptions.RayError as error:
-                yield failed_records(chunk, device, _reason(error))
-    finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+    def __init__(self, address: str | None = None, compute: Compute | None = None) -> None:
+        self.address, self.compute = address, compute
+        self._connected = False
+
+    def __enter__(self) -> RayExecutor:
+        self._connected = connect(self.address)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        disconnect(self._connected)
+
+    def run(
+        self,
+        chunks: Sequence[Sequence[Run]],
+        grid: Grid,
+        device: torch.device,
+        *,
+        dataset: Dataset | None = None,
+        deterministic: bool = False,
+        data_dir: str | Path | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Records]:
+        """Computes ``chunks`` as Ray tasks and yields each one's records as it finishes
+        (progress advances as chunks return: tasks report nothing while they run). Each
+        worker loads the dataset itself, from ``data_dir``."""
+        from initbench.engine import failed_records
+
+        ray = import_ray()
+        slots = ray.cluster_resources().get("GPU" if device.type == "cuda" else "CPU", 1)
+        options = {"num_cpus": 1, "max_retries": 0}
+        if device.type == "cuda":
+            options["num_gpus"] = 1
+        task = ray.remote(**options)(_task)
+        grid_json = json.dumps(grid.to_dict(), sort_keys=True)
+        dir_name = str(data_dir) if data_dir is not None else None
+        todo = list(chunks)[::-1]
+        pending: dict[Any, Sequence[Run]] = {}
+        in_flight = max(2, 2 * int(slots))  # bounds results waiting in the object store
+        try:
+            while todo or pending:
+                while todo and len(pending) < in_flight:
+                    chunk = todo.pop()
+                    args = [r.id for r in chunk], str(device), deterministic, dir_name
+                    pending[task.remote(grid_json, *args, self.compute)] = chunk
+                (ready,), _ = ray.wait(list(pending), num_returns=1)
+                chunk = pending.pop(ready)
+                try:
+                    records = ray.get(ready)
+                except ray.exceptions.RayError as error:
+                    records = failed_records(chunk, device, _reason(error))
+                if progress is not None:
+                    progress.update(len(chunk))
+                yield records
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
 
 
 def _reason(error: BaseException) -> str:

@@ -1,0 +1,223 @@
+"""Applying a scheme to any ``nn.Module``: which weights it initializes, and what it leaves.
+
+A scheme initializes every *weight* of a model: the ``weight`` of Linear, Conv (1-3-D,
+transposed too), Bilinear and Embedding layers, and the attention projections of
+``nn.MultiheadAttention`` (``in_proj_weight`` as three N x N projections q, k and v, as
+timm's ViT does; ``out_proj`` is a Linear). Biases are zeroed, or drawn from
+N(0, bias_var). Normalization gains and biases keep their built values (1 and 0), and any
+other parameter (a class token, a positional embedding) is left as built; :func:`apply`
+says which and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from initbench.activations import Activation, get_activation
+from initbench.errors import UsageError
+from initbench.schemes import Scheme, get_scheme, torch_default
+
+WEIGHTED = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Embedding,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+NORMS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.RMSNorm,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weight a scheme initializes: rows ``rows`` of the parameter ``param``."""
+
+    param: str  # qualified parameter name, as in ``named_parameters``
+    rows: slice | None = None  # None: the whole parameter
+
+    @property
+    def name(self) -> str:
+        if self.rows is None:
+            return self.param
+        return f"{self.param}[{self.rows.start}:{self.rows.stop}]"
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This target's part of ``tensor`` (the parameter, or one run of a stack of it)."""
+        return tensor if self.rows is None else tensor[self.rows]
+
+
+def init_targets(model: nn.Module) -> list[Target]:
+    """The weights a scheme initializes, in ``model.modules()`` order."""
+    targets: list[Target] = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, WEIGHTED):
+            targets.append(Target(f"{prefix}weight"))
+        elif isinstance(module, nn.MultiheadAttention):
+            if module.in_proj_weight is not None:
+                e = module.embed_dim
+                targets += [
+                    Target(f"{prefix}in_proj_weight", slice(i * e, (i + 1) * e)) for i in range(3)
+                ]
+            else:
+                targets += [Target(f"{prefix}{p}_proj_weight") for p in "qkv"]
+    return targets
+
+
+def biases(model: nn.Module) -> list[str]:
+    """Bias parameters of the layers whose weights are targets, in module order."""
+    names = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, WEIGHTED) and getattr(module, "bias", None) is not None:
+            names.append(f"{prefix}bias")
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_bias is not None:
+            names.append(f"{prefix}in_proj_bias")
+    return names
+
+
+def left_as_built(model: nn.Module) -> dict[str, str]:
+    """Parameters a scheme does not touch, with the reason."""
+    touched = {t.param for t in init_targets(model)} | set(biases(model))
+    norms = {
+        f"{name}.{p}" if name else p
+        for name, module in model.named_modules()
+        if isinstance(module, NORMS)
+        for p, _ in module.named_parameters(recurse=False)
+    }
+    left = {}
+    for name, _ in model.named_parameters():
+        if name in touched:
+            continue
+        left[name] = (
+            "normalization gain or bias: kept as built"
+            if name in norms
+            else ("not the weight of a known layer: kept as built")
+        )
+    return left
+
+
+@dataclass
+class Applied:
+    """What :func:`apply` did to a model."""
+
+    initialized: list[str] = field(default_factory=list)  # target names
+    fallback: list[str] = field(default_factory=list)  # targets given torch's default instead
+    biases: list[str] = field(default_factory=list)  # zeroed, or drawn from N(0, bias_var)
+    left: dict[str, str] = field(default_factory=dict)  # parameter -> why it was left
+
+
+def fill_targets(
+    params: dict[str, torch.Tensor],
+    targets: list[Target],
+    scheme: Scheme,
+    activation: Activation,
+    generator: torch.Generator | None,
+    *,
+    fallback: bool = False,
+) -> list[str]:
+    """Fills each target of ``params`` (a name -> tensor mapping) in order.
+
+    Returns:
+        The targets that got torch's default because the scheme cannot take them
+        (only with ``fallback``; otherwise such a target raises UsageError).
+    """
+    fell_back = []
+    for target in targets:
+        weight = target.view(params[target.param])
+        reason = scheme.not_applicable(weight.shape)
+        if reason:
+            if not fallback:
+                raise UsageError(f"{scheme.id} cannot initialize {target.name}: {reason}")
+            torch_default().init(weight, activation, generator)
+            fell_back.append(target.name)
+        else:
+            scheme.init(weight, activation, generator)
+    return fell_back
+
+
+def fill_biases(
+    params: dict[str, torch.Tensor],
+    names: list[str],
+    bias_var: float,
+    generator: torch.Generator | None,
+) -> None:
+    """Zeroes each bias, or draws it from N(0, bias_var) in order."""
+    for name in names:
+        if bias_var > 0:
+            params[name].normal_(0.0, bias_var**0.5, generator=generator)
+        else:
+            params[name].zero_()
+
+
+@torch.no_grad()
+def apply(
+    model: nn.Module,
+    scheme: str | Scheme,
+    activation: str | Activation = "relu",
+    *,
+    generator: torch.Generator | None = None,
+    data: torch.Tensor | None = None,
+    bias_var: float = 0.0,
+    fallback: bool = False,
+) -> Applied:
+    """Initializes every weight of ``model`` with ``scheme`` (the tutorial's
+    ``initialize_weights()`` for any ``nn.Module``, torchvision models included).
+
+    Args:
+        model: the model, changed in place.
+        scheme: a scheme id or :class:`~initbench.schemes.Scheme`.
+        activation: the activation that ``matched`` gains refer to.
+        generator: the random source (None: torch's global one).
+        data: an input batch, needed by data-dependent schemes (``lsuv``).
+        bias_var: biases are drawn from N(0, bias_var); 0 zeroes them.
+        fallback: give torch's default to weights the scheme cannot take (``dirac`` on a
+            Linear readout) instead of refusing.
+
+    Returns:
+        What was initialized, what fell back to torch's default, and what was left and why.
+
+    Raises:
+        UsageError: the scheme cannot take a weight (without ``fallback``), the model has
+            no weight, or a data-dependent scheme got no ``data``.
+    """
+    scheme, activation = get_scheme(scheme), get_activation(activation)
+    if scheme.data_dependent and data is None:
+        raise UsageError(f"{scheme.id} is data-dependent: pass a batch as data=")
+    targets = init_targets(model)
+    if not targets:
+        raise UsageError(f"{type(model).__name__} has no weight that a scheme initializes")
+    params = dict(model.named_parameters())
+    if fallback and all(scheme.not_applicable(t.view(params[t.param]).shape) for t in targets):
+        raise UsageError(
+            scheme.not_applicable(targets[0].view(params[targets[0].param]).shape) or ""
+        )
+    fell_back = fill_targets(params, targets, scheme, activation, generator, fallback=fallback)
+    bias_names = biases(model)
+    fill_biases(params, bias_names, bias_var, generator)
+    if scheme.data_dependent:
+        from initbench.lsuv import lsuv_module
+
+        lsuv_module(model, data)
+    return Applied(
+        [t.name for t in targets if t.name not in fell_back],
+        fell_back,
+        bias_names,
+        left_as_built(model),
+    )

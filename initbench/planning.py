@@ -1,0 +1,59 @@
+"""Planning a sweep: chunks of runs that compute together, and how long the grid takes."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+
+from initbench.device import synchronize
+from initbench.grid import Grid, Run
+
+CHUNK_BYTES = {"cpu": 512 * 2**20, "cuda": 4 * 2**30}
+MAX_CHUNK_RUNS = 64
+BYTES_PER_ACTIVATION = 4 * 6  # float32 h, a, their gradients, and temporaries
+EFFICIENCY = 0.35  # a sweep's FLOP rate over the matmul rate, measured on small widths
+
+
+def plan_chunks(runs: Sequence[Run], grid: Grid, device: torch.device) -> list[list[Run]]:
+    """Groups runs by shape, then splits groups to fit the device's memory budget."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.cell.shape_key].append(run)
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cpu"])
+    chunks = []
+    for group in groups.values():
+        cell = group[0].cell
+        inputs = grid.cell_inputs(cell)
+        batch = max(grid.batch_size, grid.train_batch_size if grid.train_steps else 0)
+        activations = cell.arch.activation_elements(cell.depth, cell.width, inputs)
+        per_run = BYTES_PER_ACTIVATION * batch * activations
+        per_run += 4 * 4 * sum(math.prod(s) for s in grid.shapes(cell))  # weights, grads, state
+        size = int(max(1, min(MAX_CHUNK_RUNS, budget // max(per_run, 1))))
+        chunks += [group[i : i + size] for i in range(0, len(group), size)]
+    return chunks
+
+
+def matmul_flops(device: torch.device, width: int = 256, seconds: float = 0.2) -> float:
+    """This device's float32 matmul rate (FLOP/s) on ``width`` x ``width`` products."""
+    a = torch.randn(256, width, device=device)
+    w = torch.randn(width, width, device=device)
+    a @ w
+    synchronize(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            a @ w
+        n += 10
+        synchronize(device)
+    return 2 * 256 * width * width * n / (time.perf_counter() - start)
+
+
+def estimate_seconds(grid: Grid, device: torch.device, runs: int | None = None) -> float:
+    """A rough wall time for ``runs`` of the grid (default all): its FLOPs at a fraction of
+    the device's measured matmul rate."""
+    share = 1.0 if runs is None else runs / max(len(grid.runs()), 1)
+    return grid.total_flops() * share / (EFFICIENCY * matmul_flops(device))

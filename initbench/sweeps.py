@@ -1,0 +1,144 @@
+"""The sweep: plan a grid's runs, compute them with an executor, stream rows to the store."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from initbench import __version__
+from initbench.data import load_dataset
+from initbench.device import device_info, limit_gpu_memory, prepare_process, resolve_device
+from initbench.executors import get_executor
+from initbench.grid import Grid
+from initbench.planning import plan_chunks
+from initbench.store import Store
+
+
+def sweep(
+    grid: Grid,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    deterministic: bool = False,
+    gpu_memory_fraction: float | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+) -> Path:
+    """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
+
+    Re-running with the same grid and folder resumes: finished runs (ok, diverged, skipped)
+    are kept, failed and missing ones computed. An interrupt (Ctrl-C) keeps every chunk
+    that finished.
+
+    Args:
+        grid: what to run.
+        out: the sweep folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        progress: show a progress bar (runs done, with progress inside each chunk).
+        deterministic: deterministic kernels.
+        gpu_memory_fraction: cap this process's share of the GPU's memory.
+        data_dir: where torchvision datasets live.
+        download: let torchvision download a missing dataset.
+        executor: ``local`` (this process) or ``ray`` (Ray tasks; see
+            :mod:`initbench.executors.ray`).
+        ray_address: the Ray cluster to use; None starts Ray on this machine.
+
+    Returns:
+        The sweep folder.
+    """
+    runs = grid.runs()
+    torch_device = resolve_device(device)
+    chosen = get_executor(executor, ray_address)
+    dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
+    prepare_process(deterministic)
+    if gpu_memory_fraction is not None:
+        limit_gpu_memory(gpu_memory_fraction, torch_device)
+    with chosen:  # connects before the store is touched: a bad address writes nothing
+        store = Store(out)
+        meta = store.begin(
+            grid.to_dict(),
+            {
+                "kind": "sweep",
+                "initbench": __version__,
+                "git_commit": _git_commit(),
+                "deterministic": deterministic,
+                "gpu_memory_fraction": gpu_memory_fraction,
+                "executor": executor,
+                "runs": len(runs),
+                "started": _now(),
+            }
+            | device_info(torch_device),
+        )
+        finished = store.finished_run_ids()
+        todo = [r for r in runs if r.id not in finished]
+        bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
+        results = chosen.run(
+            plan_chunks(todo, grid, torch_device),
+            grid,
+            torch_device,
+            dataset=dataset,
+            deterministic=deterministic,
+            data_dir=data_dir,
+            progress=bar,
+        )
+        done = len(runs) - len(todo)
+        try:
+            with contextlib.closing(results):
+                for records in results:
+                    store.write(records)
+                    done += len(records.cells)
+                    bar.n = done  # whole runs, whatever the chunk reported on the way
+                    bar.refresh()
+        except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
+            bar.close()
+            with contextlib.suppress(OSError):  # the error on its way out is the one to see
+                _finish(store, meta, "interrupted")
+            raise
+        bar.close()
+        _finish(store, meta, "finished")
+        return Path(out)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _finish(store: Store, meta: dict[str, Any], how: str) -> None:
+    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta."""
+    store.compact()
+    meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
+    store.write_meta(meta | {how: _now()})
+
+
+def _progress(total: int, done: int, enabled: bool, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        disable=not enabled,
+        unit="run",
+        desc=f"sweep {name}",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}<{remaining}] {postfix}",
+    )
