@@ -140,5 +140,5 @@ def _progress(total: int, done: int, enabled: bool, name: str):
         unit="run",
         desc=f"sweep {name}",
         dynamic_ncols=True,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}<{remaining}] {postfix}",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}<{remaining}]{postfix}",
     )

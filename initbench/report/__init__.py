@@ -1,4 +1,4 @@
-"""Reports: comparison tables, plots with the theory overlay, and static HTML pages."""
+"""Reports: the answer matrix, figures with the tidy data they draw, tables, HTML pages."""
 
 from initbench.report.html import publish, report
 

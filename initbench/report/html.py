@@ -11,94 +11,122 @@ import jinja2
 import pandas as pd
 
 from initbench.errors import UsageError
-from initbench.report import plots
-from initbench.report.tables import display, ranking
-from initbench.store import load
+from initbench.report import fmt
+from initbench.report.classify import CELL_KEYS, SETTLED, THRESHOLD, classify, equivalence_groups
+from initbench.report.figures import SECTIONS, Context, all_figures
+from initbench.report.tables import cell_tables, matrix
+from initbench.store import Results, load
+
+VERDICT_COLUMNS = [
+    *CELL_KEYS,
+    "scheme_id",
+    "signal",
+    "gradients",
+    "training",
+    "recommended",
+    "group",
+]
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
+def env() -> jinja2.Environment:
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("initbench.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["fmt"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
-    return env
+    environment.filters["number"] = fmt.number
+    return environment
 
 
 def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Writes tables (CSV, Markdown, HTML), figures (PNG, SVG) and ``index.html``.
+    """Writes the report of a results folder: ``index.html``, figures (PNG, SVG and the
+    CSV each draws), tables (CSV, Markdown, HTML) and ``verdicts.csv``.
 
     Args:
-        results_dir: a sweep folder.
+        results_dir: a folder written by ``initbench sweep`` (or ``probe``, ``coord``,
+            ``phase``, ``reproduce``).
         out: where to write (default ``results_dir/report``).
 
     Returns:
         The path of the HTML page.
 
     Raises:
-        UsageError: not a sweep folder, or a store with no runs.
+        UsageError: not a results folder, or one with no finished runs.
     """
+    results = load(results_dir)
+    out = Path(out) if out else results.path / "report"
     with warnings.catch_warnings():  # NaN and zero variances are expected in failing cells
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _report(results_dir, out)
+        return sweep_page(results, out)
 
 
-def _report(results_dir: str | Path, out: str | Path | None) -> Path:
-    results = load(results_dir)
-    if results.cells.empty:
-        raise UsageError(f"{results_dir} holds no finished runs yet: run the sweep first")
-    out = Path(out) if out else results.path / "report"
-    figures_dir = out / "figures"
-    tables_dir = out / "tables"
+def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
+    """The classification of a sweep, and whether it trained."""
+    grid = results.meta.get("grid", {})
+    trained = bool(grid.get("train_steps")) and not results.curves.empty
+    groups = equivalence_groups(results.cells, grid)
+    verdicts = classify(results.cells, results.layers, trained, groups)
+    return verdicts, trained
+
+
+def sweep_page(results: Results, out: Path) -> Path:
+    cells = results.cells
+    if cells.empty:
+        raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
+    figures_dir, tables_dir = out / "figures", out / "tables"
     for folder in (figures_dir, tables_dir):
         folder.mkdir(parents=True, exist_ok=True)
     grid = results.meta.get("grid", {})
-    trained = bool(grid.get("train_steps")) and not results.curves.empty
-    cells = results.cells
+    verdicts, trained = verdicts_of(results)
+    ordered = [*VERDICT_COLUMNS, *(c for c in verdicts.columns if c not in VERDICT_COLUMNS)]
+    verdicts[ordered].to_csv(out / "verdicts.csv", index=False)
+
+    tables = cell_tables(verdicts, trained)
+    for table in tables:
+        table.frame.to_csv(tables_dir / f"{table.id}.csv", index=False)
+        (tables_dir / f"{table.id}.md").write_text(
+            f"### {table.title}\n\n{table.view.to_markdown(index=False)}\n\n{table.verdict}\n"
+        )
+        (tables_dir / f"{table.id}.html").write_text(_table_html(table.view))
+    ctx = Context(
+        cells,
+        results.layers,
+        results.curves,
+        results.hists,
+        verdicts,
+        trained,
+        float(grid.get("target_accuracy", 0.8)),
+    )
+    figures = all_figures(ctx, figures_dir, int(grid.get("train_steps") or 0))
+    columns, rows = matrix(verdicts, trained)
     expected = int(results.meta.get("runs", len(cells)))
-    missing = expected - len(cells)
-
-    tables = ranking(cells, trained)
-    table_views = []
-    for index, table in enumerate(tables):
-        view = display(table.frame)
-        stem = f"table_{index + 1:02d}"
-        table.frame.to_csv(tables_dir / f"{stem}.csv", index=False)
-        (tables_dir / f"{stem}.md").write_text(
-            f"### {table.title}\n\n{view.to_markdown(index=False)}\n\n{table.verdict}\n"
-        )
-        html = view.to_html(index=False, classes="sortable", border=0, escape=True)
-        (tables_dir / f"{stem}.html").write_text(html)
-        table_views.append(
-            {"title": table.title, "verdict": table.verdict, "html": html, "id": stem}
-        )
-
-    figures = []
-    figures += plots.per_layer(cells, results.layers, figures_dir, "pre_var", "theory_pre_var")
-    figures += plots.per_layer(cells, results.layers, figures_dir, "grad_w_norm", None)
-    figures += plots.drift_heatmap(cells, figures_dir)
-    if trained:
-        figures += plots.convergence(
-            cells, results.curves, figures_dir, float(grid.get("target_accuracy", 0.8))
-        )
-    status = cells["status"].value_counts().to_dict()
     page = (
-        _env()
+        env()
         .get_template("sweep.html.j2")
         .render(
             title=f"initbench: {results.path.name}",
             meta=results.meta,
-            grid=grid,
-            status=status,
-            missing=missing,
+            status=cells["status"].value_counts().to_dict(),
+            missing=expected - len(cells),
             expected=expected,
-            tables=table_views,
-            figures=figures,
+            columns=columns,
+            rows=rows,
+            tables=[
+                {"id": t.id, "title": t.title, "verdict": t.verdict, "html": _table_html(t.view)}
+                for t in tables
+            ],
+            sections=[
+                (key, name, [f for f in figures if f.section == key])
+                for key, name in SECTIONS.items()
+                if any(f.section == key for f in figures)
+            ],
             trained=trained,
             generated=datetime.now(UTC).isoformat(timespec="seconds"),
-            summary=_summary(cells, results.meta),
+            summary=summary(cells, results.meta),
+            threshold=f"{2**THRESHOLD:.0f}",
+            settled=f"{2**SETTLED:.2g}",
+            target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
         )
     )
     path = out / "index.html"
@@ -106,20 +134,28 @@ def _report(results_dir: str | Path, out: str | Path | None) -> Path:
     return path
 
 
-def _summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
+def _table_html(view: pd.DataFrame) -> str:
+    return view.to_html(index=False, classes="sortable", border=0, escape=True)
+
+
+def summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
+    """The page's "about this sweep" lines."""
     grid = meta.get("grid", {})
-    return [
-        ("runs", f"{len(cells)} of {meta.get('runs', len(cells))}"),
+    bias = sorted(cells["bias_var"].dropna().unique()) if "bias_var" in cells else []
+    lines = [
+        ("runs", f"{len(cells):,} of {int(meta.get('runs', len(cells))):,}"),
         ("schemes", str(cells["scheme_id"].nunique())),
         ("activations", ", ".join(sorted(cells["activation"].unique()))),
         ("archs", ", ".join(sorted(cells["arch"].unique()))),
         ("depths", ", ".join(map(str, sorted(cells["depth"].unique())))),
         ("widths", ", ".join(map(str, sorted(cells["width"].unique())))),
+        ("bias variances", ", ".join(f"{b:g}" for b in bias) or "0"),
         ("seeds", str(grid.get("seeds", cells["seed"].nunique()))),
         ("probe input", grid.get("dataset") or "standard normal"),
         (
             "training",
-            f"{grid.get('train_steps')} {grid.get('optimizer')} steps, lr {grid.get('lr')}"
+            f"{grid.get('train_steps')} {grid.get('optimizer')} steps, lr {grid.get('lr')}, "
+            f"target {fmt.percent(float(grid.get('target_accuracy', 0.8)))}"
             if grid.get("train_steps")
             else "none (probe only)",
         ),
@@ -127,25 +163,35 @@ def _summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
         ("versions", f"torch {meta.get('torch')}, initbench {meta.get('initbench')}"),
         ("date", str(meta.get("finished") or meta.get("started"))),
     ]
+    started, finished = meta.get("started"), meta.get("finished")
+    if started and finished:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).seconds
+        lines.append(("wall time", f"{seconds:,} s"))
+    return lines
 
 
 def publish(
     sweep_dirs: list[str | Path], out: str | Path, asv_html: str | Path | None = None
 ) -> Path:
-    """Builds a static site: one report per sweep under ``out/<name>/`` and an index.
+    """Builds a static site: one report per sweep under ``out/<name>/``, and an index that
+    sets their recommendation matrices side by side.
 
     ``asv_html`` (default ``results/asv/html`` when it exists) is copied to ``out/asv/`` and
     linked from the index.
     """
     if not sweep_dirs:
         raise UsageError("publish needs at least one sweep folder")
+    loaded = [load(d) for d in sweep_dirs]  # every input checked before anything is written
+    names = [Path(d).resolve().name for d in sweep_dirs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"sweep folders must have different names, got {', '.join(names)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
-    for sweep_dir in sweep_dirs:
-        results = load(sweep_dir)
-        name = Path(sweep_dir).resolve().name
-        report(sweep_dir, out / name)
+    for results, name in zip(loaded, names, strict=True):
+        report(results.path, out / name)
+        verdicts, trained = verdicts_of(results)
+        columns, rows = matrix(verdicts, trained)
         cells = results.cells
         entries.append(
             {
@@ -154,6 +200,10 @@ def publish(
                 "ok": int((cells["status"] == "ok").sum()),
                 "date": results.meta.get("finished") or results.meta.get("started"),
                 "device": results.meta.get("device_name") or results.meta.get("device"),
+                "grid": summary(cells, results.meta),
+                "columns": columns,
+                "rows": rows,
+                "trained": trained,
             }
         )
     asv_link = None
@@ -162,7 +212,7 @@ def publish(
         shutil.copytree(asv_source, out / "asv", dirs_exist_ok=True)
         asv_link = "asv/index.html"
     page = (
-        _env()
+        env()
         .get_template("site.html.j2")
         .render(
             title="initbench results",

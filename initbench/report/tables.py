@@ -1,155 +1,227 @@
-"""Comparison tables: schemes ranked per activation and depth, with 95% intervals over seeds."""
+"""Comparison tables and the answer matrix, both read from the classification."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-from scipy import stats as _stats
 
-STATUSES = ("ok", "diverged", "skipped", "failed", "oom")
-HEALTHY_DRIFT = 0.25  # |log2| variance change per layer: up to ~19% per layer
+from initbench.report import fmt
+from initbench.report.classify import CELL_KEYS, warnings
 
-
-def interval(values: pd.Series) -> tuple[float, float, float]:
-    """Mean and a 95% t-interval half-width over seeds (NaN half-width for one value)."""
-    values = values.dropna()
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(values.mean())
-    if n == 1:
-        return mean, math.nan, 1
-    half = float(_stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return mean, half, n
-
-
-def add_derived(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per-run drift measures: |log2| change per layer of variance and gradient norm."""
-    cells = cells.copy()
-    steps = (cells["depth"] - 1).clip(lower=1).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cells["var_drift"] = np.abs(np.log2(cells["var_ratio"].astype(float))) / steps
-        cells["grad_drift"] = np.abs(np.log2(cells["grad_ratio"].astype(float))) / steps
-    bad = cells["status"] != "ok"
-    cells.loc[bad, ["var_drift", "grad_drift"]] = np.nan
-    return cells
+STATUSES = ("diverged", "skipped", "failed", "oom")
 
 
 @dataclass
 class Table:
-    """One ranked table with its verdict."""
+    """One cell's comparison table, with its verdict."""
 
+    id: str
     title: str
-    frame: pd.DataFrame
+    frame: pd.DataFrame  # the numbers (CSV)
+    view: pd.DataFrame  # the same as text (HTML, Markdown)
     verdict: str
 
 
-def _fmt(mean: float, half: float, digits: int = 3) -> str:
-    if math.isnan(mean):
-        return "n/a"
-    if math.isnan(half):
-        return f"{mean:.{digits}g}"
-    return f"{mean:.{digits}g} ± {half:.2g}"
+def cell_title(keys: dict) -> str:
+    text = f"{keys['activation']}, {keys['arch']} depth {keys['depth']}, width {keys['width']}"
+    return text + (f", bias variance {keys['bias_var']:g}" if keys.get("bias_var") else "")
 
 
-def ranking(cells: pd.DataFrame, trained: bool) -> list[Table]:
-    """One table per activation and depth, best scheme first.
+def failures(row, trained: bool) -> list[str]:
+    """What a verdict row fails, in words (see :func:`~initbench.report.classify.failing`)."""
+    if row.note:
+        return ["not applicable" if row.note.startswith("not applicable") else "no run finished"]
+    if trained:
+        return [row.training] if row.training in ("stalls", "diverges") else []
+    return [
+        f"{name} {getattr(row, name)}"
+        for name in ("signal", "gradients")
+        if getattr(row, name) != "stable"
+    ]
 
-    Ranked by final test accuracy when the sweep trained, else by variance drift.
-    """
-    cells = add_derived(cells)
+
+def _change(row, name: str) -> str:
+    return fmt.factor(getattr(row, f"{name}_change"))
+
+
+def verdict_word(row, trained: bool) -> str:
+    """``★ recommended``, ``passes``, or what it fails; then its warnings."""
+    bad = failures(row, trained)
+    word = (
+        "★ recommended" if row.recommended else ", ".join(bad) or "passes, not tied with the best"
+    )
+    warned = [f"{w} ({_change(row, w.split()[0])})" for w in warnings(row, trained)]
+    return word + (f"; warning: {', '.join(warned)}" if warned else "")
+
+
+def group_rows(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per group of equivalent schemes, naming all of its members."""
+    keys = [*CELL_KEYS, "group"]
+    members = verdicts.groupby(keys, sort=False, dropna=False)["scheme_id"].agg(
+        lambda ids: " ≡ ".join(dict.fromkeys(ids))
+    )
+    rows = verdicts[verdicts["scheme_id"] == verdicts["group"]].copy()
+    rows["members"] = [members[tuple(r)] for r in rows[keys].itertuples(index=False)]
+    return rows
+
+
+def cell_tables(verdicts: pd.DataFrame, trained: bool) -> list[Table]:
+    """One table per cell: recommended groups first, then the ones that pass, then the rest."""
     tables = []
-    for (arch, width, activation, depth), group in cells.groupby(
-        ["arch", "width", "activation", "depth"], sort=True
-    ):
-        rows = []
-        for scheme_id, runs in group.groupby("scheme_id", sort=False):
-            counts = runs["status"].value_counts()
-            row = {"scheme": scheme_id}
-            for column in ("var_drift", "grad_drift"):
-                mean, half, _ = interval(runs[column])
-                row[column] = mean
-                row[f"{column}_ci"] = half
-            mean, half, _ = interval(
-                np.log2(runs.loc[runs["status"] == "ok", "var_ratio"].astype(float))
-            )
-            row["log2_var_ratio"], row["log2_var_ratio_ci"] = mean, half
-            if trained:
-                for column in ("final_test_acc", "steps_to_target"):
-                    mean, half, _ = interval(runs[column])
-                    row[column], row[f"{column}_ci"] = mean, half
-                row["reached_target"] = int(runs["steps_to_target"].notna().sum())
-            row["seeds"] = len(runs)
-            for status in STATUSES:
-                row[status] = int(counts.get(status, 0))
-            rows.append(row)
-        frame = pd.DataFrame(rows)
-        key = ["final_test_acc", "var_drift"] if trained else ["var_drift"]
-        ascending = [False, True] if trained else [True]
-        frame = frame.sort_values(key, ascending=ascending, na_position="last").reset_index(
-            drop=True
+    grouped = group_rows(verdicts)
+    for index, (key, rows) in enumerate(grouped.groupby(CELL_KEYS, sort=True, dropna=False)):
+        keys = dict(zip(CELL_KEYS, key, strict=True))
+        if trained:
+            metric = rows["final_test_acc"]
+        else:
+            metric = -(rows["signal_change"].abs() + rows["gradients_change"].abs())
+        order = [
+            0 if r.recommended else 2 if failures(r, trained) else 1 for r in rows.itertuples()
+        ]
+        frame = (
+            rows.assign(_order=order, _metric=metric.fillna(-math.inf))
+            .sort_values(["_order", "_metric"], ascending=[True, False])
+            .drop(columns=["_order", "_metric"])
+            .reset_index(drop=True)
         )
-        frame.insert(0, "rank", range(1, len(frame) + 1))
-        title = f"{activation}, {arch} depth {depth}, width {width}"
-        tables.append(Table(title, frame, verdict(frame, trained)))
+        view = pd.DataFrame(
+            {
+                "scheme": frame["members"],
+                "verdict": [verdict_word(r, trained) for r in frame.itertuples()],
+                "signal": [
+                    fmt.factor_interval(r.signal_change, r.signal_ci) for r in frame.itertuples()
+                ],
+                "gradients": [
+                    fmt.factor_interval(r.gradients_change, r.gradients_ci)
+                    for r in frame.itertuples()
+                ],
+            }
+        )
+        if trained:
+            view["test accuracy"] = [
+                fmt.percent(r.final_test_acc, r.final_test_acc_ci) for r in frame.itertuples()
+            ]
+            view["steps to target"] = [
+                fmt.MISSING
+                if r.note
+                else f"{fmt.steps(r.steps_to_target)} ({r.reached_target}/{r.seeds} seeds)"
+                for r in frame.itertuples()
+            ]
+        view["seeds"] = frame["seeds"]
+        view["not ok"] = [
+            ", ".join(f"{getattr(r, s)} {s}" for s in STATUSES if getattr(r, s)) or fmt.MISSING
+            for r in frame.itertuples()
+        ]
+        table_id = f"table_{index + 1:03d}"
+        tables.append(Table(table_id, cell_title(keys), frame, view, cell_verdict(frame, trained)))
     return tables
 
 
-def verdict(frame: pd.DataFrame, trained: bool) -> str:
-    """One line: the best scheme, and which ones fail and how."""
-    if frame.empty or frame["ok"].sum() == 0:
-        return "No run finished: nothing to rank."
-    best = frame.iloc[0]
-    if trained and not math.isnan(best.get("final_test_acc", math.nan)):
-        line = f"Best: {best['scheme']} ({best['final_test_acc']:.1%} test accuracy"
+def cell_verdict(frame: pd.DataFrame, trained: bool) -> str:
+    """``Recommended (tied ...): a, b. Fail: c (stalls). Warnings: a (gradients exploding).``"""
+    recommended = frame[frame["recommended"]]
+    if len(recommended):
+        what = "test accuracy" if trained else "total drift"
+        tied = f" (statistically tied on {what})" if len(recommended) > 1 else ""
+        parts = [f"Recommended{tied}: " + ", ".join(recommended["members"])]
     else:
-        line = f"Best: {best['scheme']} ("
-    drift = best["var_drift"]
-    if not math.isnan(drift):
-        line += f"{', ' if trained else ''}variance changes {2**drift:.2f}x per layer)"
-    else:
-        line += ")"
-    failures = []
-    for _, row in frame.iterrows():
-        lr = row["log2_var_ratio"]
-        if row["diverged"]:
-            failures.append(f"{row['scheme']} diverges")
-        elif not math.isnan(lr) and row["var_drift"] > HEALTHY_DRIFT:
-            failures.append(f"{row['scheme']} {'vanishes' if lr < 0 else 'explodes'}")
-        elif row["skipped"] == row["seeds"]:
-            failures.append(f"{row['scheme']} does not apply")
-    if trained and "reached_target" in frame:
-        stuck = frame[(frame["reached_target"] == 0) & (frame["ok"] > 0)]["scheme"].tolist()
-        if stuck:
-            failures.append("never reach the target: " + ", ".join(stuck))
-    if failures:
-        shown = failures[:6]
-        more = f" and {len(failures) - 6} more" if len(failures) > 6 else ""
-        line += ". Fails: " + "; ".join(shown) + more
-    return line + "."
-
-
-def display(frame: pd.DataFrame) -> pd.DataFrame:
-    """Merges mean and interval columns into readable text columns."""
-    out = pd.DataFrame({"rank": frame["rank"], "scheme": frame["scheme"]})
-    for column, label in (
-        ("final_test_acc", "test accuracy"),
-        ("steps_to_target", "steps to target"),
-        ("var_drift", "variance drift (|log2|/layer)"),
-        ("grad_drift", "gradient drift (|log2|/layer)"),
-        ("log2_var_ratio", "log2 var ratio"),
-    ):
-        if column in frame:
-            out[label] = [
-                _fmt(m, h) for m, h in zip(frame[column], frame[f"{column}_ci"], strict=True)
-            ]
-    out["seeds"] = frame["seeds"]
-    problems = [
-        ", ".join(f"{frame.at[i, s]} {s}" for s in STATUSES[1:] if frame.at[i, s]) or "—"
-        for i in frame.index
+        parts = ["No scheme passes"]
+    failed = [
+        f"{r.members} ({', '.join(failures(r, trained))})"
+        for r in frame.itertuples()
+        if failures(r, trained) and not r.note.startswith("not applicable")
     ]
-    out["not ok"] = problems
-    return out
+    if failed:
+        parts.append("Fail: " + "; ".join(failed))
+    warned = [
+        f"{r.members} ({_warning_text(r, trained)})"
+        for r in frame.itertuples()
+        if warnings(r, trained) and not failures(r, trained)
+    ]
+    if warned:
+        parts.append("Warnings: " + "; ".join(warned))
+    return ". ".join(parts) + "."
+
+
+def _warning_text(row, trained: bool) -> str:
+    return ", ".join(f"{w} {_change(row, w.split()[0])}" for w in warnings(row, trained))
+
+
+def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]]:
+    """The answer matrix: columns (schemes; one that is another's equivalent in every cell
+    shares its column), and one row per cell with, per column, a label, a CSS class
+    (the outcome) and a tooltip (the numbers)."""
+    columns = _columns(verdicts)
+    rows = []
+    for key, cell in verdicts.groupby(CELL_KEYS, sort=True, dropna=False):
+        keys = dict(zip(CELL_KEYS, key, strict=True))
+        by_scheme = cell.set_index("scheme_id")
+        entries = []
+        for column in columns:
+            scheme = column.split(" ≡ ")[0]
+            if scheme in by_scheme.index:
+                entries.append(_entry(by_scheme.loc[scheme], scheme, trained))
+            else:
+                entries.append({"label": "", "note": "", "css": "none", "title": "not swept"})
+        recommended = [c for c, e in zip(columns, entries, strict=True) if e["css"] == "rec"]
+        rows.append(
+            {
+                "keys": keys,
+                "title": cell_title(keys),
+                "entries": entries,
+                "recommended": recommended,
+            }
+        )
+    return columns, rows
+
+
+def _columns(verdicts: pd.DataFrame) -> list[str]:
+    """Scheme ids; a scheme that is in the same other scheme's group in every cell shares
+    that scheme's column (``a ≡ b``)."""
+    groups = verdicts.groupby("scheme_id", sort=False)["group"].agg(set)
+    heads: dict[str, list[str]] = {}
+    for scheme, member_of in groups.items():
+        (group,) = member_of if len(member_of) == 1 else (scheme,)
+        if group != scheme and groups.get(group) == {group}:
+            heads.setdefault(group, [group]).append(scheme)
+        else:
+            heads.setdefault(scheme, [scheme])
+    return [" ≡ ".join(dict.fromkeys(members)) for members in heads.values()]
+
+
+def _entry(row: pd.Series, scheme: str, trained: bool) -> dict:
+    """One matrix cell: what it says, its colour, its numbers."""
+    if row["note"]:
+        label = "n/a" if row["note"].startswith("not applicable") else "failed"
+        return {"label": label, "note": "", "css": "na", "title": row["note"]}
+    bad = failures(row, trained)
+    warned = warnings(row, trained)
+    if trained:
+        label = f"{row['training']} {fmt.percent(row['final_test_acc'])}"
+        if row["training"] == "diverges":
+            label = "diverges"
+        css = {"trains": "ok", "stalls": "stall", "diverges": "explode"}[row["training"]]
+    else:
+        name = bad[0] if bad else "stable"
+        label = name.replace("signal ", "").replace("gradients ", "grad. ")
+        if bad:
+            label += " " + _change(row, bad[0].split()[0])
+        css = "ok" if not bad else "explode" if "exploding" in name else "vanish"
+    if row["recommended"]:
+        label, css = "★ " + label, "rec"
+    note = ", ".join(
+        f"{'grad.' if w.startswith('gradients') else 'signal'} {_change(row, w.split()[0])}"
+        for w in warned
+    )
+    equivalent = f" (≡ {row['group']})" if row["group"] != scheme else ""
+    title = (
+        f"{scheme}{equivalent}: signal "
+        f"{fmt.factor_interval(row['signal_change'], row['signal_ci'])} ({row['signal']}), "
+        f"gradients {fmt.factor_interval(row['gradients_change'], row['gradients_ci'])} "
+        f"({row['gradients']})"
+    )
+    if trained:
+        title += f", test accuracy {fmt.percent(row['final_test_acc'], row['final_test_acc_ci'])}"
+    return {"label": label, "note": note, "css": css, "title": title}

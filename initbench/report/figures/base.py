@@ -1,0 +1,252 @@
+"""What every figure shares: its context, its saved files, colours, facets and folding.
+
+Every figure is drawn from a tidy table (one row per drawn point) that is saved beside it
+as ``<name>.csv``; lines are drawn with the table's values as they are (nothing is clipped
+or floored), and points the axes cannot show get marks at the axes' edge instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from initbench.report import fmt
+from initbench.report.classify import CELL_KEYS
+
+MAX_GROUPS = 12  # lines per figure; the rest are folded and named in the caption
+FACET_KEYS = ["arch", "width", "bias_var"]  # one figure per combination
+DATA_COLUMNS = [
+    "activation",
+    "arch",
+    "depth",
+    "width",
+    "bias_var",
+    "scheme_id",
+    "members",
+    "layer",
+    "statistic",
+    "value",
+    "lo",
+    "hi",
+    "kind",
+]
+
+
+@dataclass
+class Figure:
+    """A saved figure: ``figures/<name>.{png,svg,csv}``, with its verdict."""
+
+    name: str
+    section: str
+    title: str
+    verdict: str
+    caption: str = ""
+    folded: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What figures draw from: the sweep's tables and its classification."""
+
+    cells: pd.DataFrame
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+    hists: pd.DataFrame
+    verdicts: pd.DataFrame
+    trained: bool
+    target: float
+    colors: dict[str, tuple] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for frame in (self.cells, self.verdicts):
+            if "bias_var" in frame:
+                frame["bias_var"] = frame["bias_var"].fillna(0.0)
+        groups = list(dict.fromkeys(self.verdicts["group"]))
+        self.colors = dict(zip(groups, _palette(len(groups)), strict=True))
+        members = self.verdicts.groupby([*CELL_KEYS, "group"], sort=False, dropna=False)
+        self._members = (
+            members["scheme_id"].agg(lambda ids: " = ".join(dict.fromkeys(ids))).to_dict()
+        )
+
+    def members(self, keys: dict, group: str) -> str:
+        """``a = b``: the schemes of ``group`` in the cell ``keys``."""
+        return self._members.get((*(keys[k] for k in CELL_KEYS), group), group)
+
+    def facets(self) -> list[tuple[dict, pd.DataFrame]]:
+        """``(keys, verdicts)`` per figure: one per arch, width and bias variance."""
+        out = []
+        for key, rows in self.verdicts.groupby(FACET_KEYS, sort=True):
+            out.append((dict(zip(FACET_KEYS, key, strict=True)), rows))
+        return out
+
+
+def _palette(n: int) -> list[tuple]:
+    import seaborn as sns
+
+    name = "tab10" if n <= 10 else "tab20" if n <= 20 else "husl"
+    return [tuple(c) for c in sns.color_palette(name, n)]
+
+
+def setup():
+    """matplotlib on the Agg backend, with seaborn's theme."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9)
+    return plt
+
+
+def save(fig, data: pd.DataFrame, out: Path, name: str) -> None:
+    """Writes the figure (PNG, SVG) and the table it draws (CSV), then closes it."""
+    import matplotlib.pyplot as plt
+
+    data.to_csv(out / f"{name}.csv", index=False)
+    for ext in ("png", "svg"):
+        fig.savefig(out / f"{name}.{ext}", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def stem(keys: dict) -> str:
+    """``mlp_w128`` (``_b0.05`` with biases): the part of a file name a facet sets."""
+    text = f"{keys['arch']}_w{keys['width']}"
+    if keys.get("bias_var"):
+        text += f"_b{keys['bias_var']:g}"
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
+
+
+def facet_title(keys: dict) -> str:
+    text = f"{keys['arch']}, width {keys['width']}"
+    return text + (f", bias variance {keys['bias_var']:g}" if keys.get("bias_var") else "")
+
+
+def choose_groups(rows: pd.DataFrame, change: str = "signal_change") -> tuple[list[str], list[str]]:
+    """The groups a figure draws (at most :data:`MAX_GROUPS`: recommended first, then the
+    stable ones, then the rest by how far they drift) and the ones it folds."""
+    rows = rows[rows["note"] == ""]
+    order = (
+        rows.assign(
+            rank=np.select([rows["recommended"], rows["signal"] == "stable"], [0, 1], default=2),
+            drift=rows[change].abs().replace(np.inf, 1e300).fillna(1e300),
+        )
+        .groupby("group", sort=False)[["rank", "drift"]]
+        .min()
+        .sort_values(["rank", "drift"])
+    )
+    groups = list(order.index)
+    return groups[:MAX_GROUPS], groups[MAX_GROUPS:]
+
+
+def grid_axes(plt, rows: list, cols: list, width: float = 4.6, height: float = 3.2):
+    """A rows x cols grid of axes (always 2-D)."""
+    fig, axes = plt.subplots(
+        len(rows),
+        len(cols),
+        figsize=(0.6 + width * len(cols), 0.9 + height * len(rows)),
+        squeeze=False,
+    )
+    return fig, axes
+
+
+def legend(fig, ctx: Context, groups: list[str], extra: list = ()) -> float:
+    """One legend for the figure, below it: a colour per group, then ``extra`` handles.
+
+    Returns:
+        The fraction of the figure's height the legend takes (for ``tight_layout``).
+    """
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=ctx.colors[g], lw=2, label=g) for g in groups]
+    handles += list(extra)
+    columns = min(3, len(handles))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=columns,
+        bbox_to_anchor=(0.5, 0.0),
+        fontsize=8,
+        frameon=False,
+    )
+    rows = math.ceil(len(handles) / columns)
+    return (0.25 + 0.19 * rows) / fig.get_size_inches()[1]
+
+
+def off_chart(ax, x: np.ndarray, y: np.ndarray, color, lo: float, hi: float) -> str | None:
+    """Marks where a line leaves the axes (a triangle at the edge) and returns a note."""
+    finite = np.isfinite(y)
+    below = finite & (y < lo)
+    above = finite & (y > hi)
+    for mask, edge, marker in ((below, lo, "v"), (above, hi, "^")):
+        if mask.any():
+            first = int(np.argmax(mask))
+            ax.plot(
+                [x[first]],
+                [edge],
+                marker=marker,
+                color=color,
+                ms=8,
+                clip_on=False,
+                zorder=5,
+                gid="offchart",
+            )
+    if below.any() or above.any():
+        return fmt.factor(float(y[finite][-1]))
+    return None
+
+
+def zero_marks(ax, x: np.ndarray, y: np.ndarray, color, edge: float) -> bool:
+    """Marks points whose value is exactly zero on a log scale (``-inf``) with an x at the
+    bottom edge; returns whether there were any."""
+    zero = np.isneginf(y)
+    if zero.any():
+        ax.plot(
+            x[zero],
+            np.full(zero.sum(), edge),
+            "x",
+            color=color,
+            ms=6,
+            mew=2,
+            clip_on=False,
+            zorder=5,
+            gid="zero",
+        )
+    return bool(zero.any())
+
+
+def cell_rows(rows: pd.DataFrame, keys: dict) -> pd.DataFrame:
+    for key in CELL_KEYS:
+        if key in keys:
+            rows = rows[rows[key] == keys[key]]
+    return rows
+
+
+def label_lists(rows: pd.DataFrame, column: str, labels: tuple[str, ...], value) -> str:
+    """``stable: a (×1.1), b; vanishing: c (×2^-29)`` for one cell's verdict rows."""
+    parts = []
+    for label in labels:
+        chosen = rows[rows[column] == label].drop_duplicates("group")
+        if chosen.empty:
+            continue
+        names = [f"{r.group} ({value(r)})" if value(r) else r.group for r in chosen.itertuples()]
+        parts.append(f"{label}: " + ", ".join(names))
+    return "; ".join(parts)
+
+
+def finite_range(values: list[np.ndarray], floor: tuple[float, float]) -> tuple[float, float]:
+    """Axis limits covering the finite values (at least ``floor``), padded a little."""
+    joined = np.concatenate([np.asarray(v, float) for v in values]) if values else np.array([])
+    joined = joined[np.isfinite(joined)]
+    lo = min(floor[0], joined.min()) if joined.size else floor[0]
+    hi = max(floor[1], joined.max()) if joined.size else floor[1]
+    pad = 0.08 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
+def isfinite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,373 @@
+"""Per-layer figures: signal, gradients, dead or saturated units, correlations.
+
+One figure per (arch, width, bias variance): a panel per depth (rows) and activation
+(columns), a line per group of equivalent schemes (the mean over seeds, a band from the
+lowest to the highest seed), the mean-field theory dashed in the same colour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from initbench.report import fmt
+from initbench.report.classify import SIGNALS
+from initbench.report.figures.base import (
+    DATA_COLUMNS,
+    Context,
+    Figure,
+    cell_rows,
+    choose_groups,
+    facet_title,
+    finite_range,
+    grid_axes,
+    label_lists,
+    legend,
+    off_chart,
+    save,
+    setup,
+    stem,
+    zero_marks,
+)
+
+
+@dataclass(frozen=True)
+class LayerStatistic:
+    """A per-layer statistic as a figure draws it."""
+
+    name: str
+    title: str
+    ylabel: str
+    column: Callable[[str], str | None]  # the layers column for an activation (None: none)
+    theory: str | None = None
+    relative: str | None = None  # "first" or "last": log2 of the value over that layer's
+    verdict: str | None = None  # the classification column the verdict reads
+    floor: tuple[float, float] = (-3.0, 3.0)
+    caption: str = ""
+
+
+def _unit_column(activation: str) -> str | None:
+    from initbench.activations import get_activation
+
+    act = get_activation(activation)
+    return "dead_frac" if act.relu_family else "sat_frac" if act.bounds else None
+
+
+STATISTICS = (
+    LayerStatistic(
+        "signal",
+        "Signal: pre-activation variance per layer, relative to layer 1",
+        "log2(variance / layer 1's)",
+        lambda a: "pre_var",
+        "theory_pre_var",
+        "first",
+        "signal",
+        caption="0 keeps the signal; -1 halves the variance. For residual and transformer "
+        "archs the variance is the residual stream's.",
+    ),
+    LayerStatistic(
+        "gradients",
+        "Gradients: variance of dL/dh per layer, relative to the last hidden layer",
+        "log2(gradient variance / last layer's)",
+        lambda a: "grad_h_var",
+        "theory_grad_h_var",
+        "last",
+        "gradients",
+        caption="The backward pass runs right to left: a line falling towards layer 1 means "
+        "gradients vanish before they reach the first layers.",
+    ),
+    LayerStatistic(
+        "units",
+        "Units: dead (ReLU family: never positive) or saturated (tanh, sigmoid) per layer",
+        "fraction of units",
+        _unit_column,
+        floor=(0.0, 1.0),
+        caption="Dead: units whose pre-activation is <= 0 for every sample. Saturated: "
+        "outputs within 1% of the output range of a bound.",
+    ),
+    LayerStatistic(
+        "correlation",
+        "Correlation of input pairs' pre-activations per layer (the c-map)",
+        "correlation",
+        lambda a: "corr",
+        "theory_corr",
+        floor=(0.0, 1.0),
+        caption="Mean cosine similarity of the pre-activations of input pairs; dashed: the "
+        "mean-field c-map (Poole et al. 2016). Reaching 1 means the net no longer tells "
+        "its inputs apart.",
+    ),
+)
+
+
+def data(ctx: Context, stat: LayerStatistic, keys: dict, groups: list[str]) -> pd.DataFrame:
+    """The tidy table one figure draws: measured (mean, lo, hi over seeds) and theory."""
+    cells = cell_rows(ctx.cells[ctx.cells["status"] == "ok"], keys)
+    cells = cells[cells["scheme_id"].isin(groups)]
+    frames = []
+    for activation, runs in cells.groupby("activation", sort=True):
+        column = stat.column(activation)
+        if column is None:
+            continue
+        merged = ctx.layers[["run_id", "layer", column, *([stat.theory] if stat.theory else [])]]
+        merged = merged.merge(runs[["run_id", "depth", "scheme_id", "seed"]], on="run_id")
+        merged = merged.sort_values(["run_id", "layer"])
+        merged["y"] = _transform(merged, column, stat.relative)
+        if stat.theory:
+            merged["t"] = _transform(merged, stat.theory, stat.relative)
+        for (depth, scheme), rows in merged.groupby(["depth", "scheme_id"], sort=True):
+            by_layer = rows.groupby("layer")
+            measured = by_layer["y"].agg(_mean_finite)
+            lo = by_layer["y"].agg(_min_finite)
+            hi = by_layer["y"].agg(_max_finite)
+            common = {
+                "activation": activation,
+                "arch": keys["arch"],
+                "depth": depth,
+                "width": keys["width"],
+                "bias_var": keys["bias_var"],
+                "scheme_id": scheme,
+                "members": ctx.members(keys | {"activation": activation, "depth": depth}, scheme),
+                "statistic": column,
+            }
+            frames.append(
+                pd.DataFrame(
+                    common
+                    | {
+                        "layer": measured.index,
+                        "value": measured.to_numpy(),
+                        "lo": lo.to_numpy(),
+                        "hi": hi.to_numpy(),
+                        "kind": "measured",
+                    }
+                )
+            )
+            if stat.theory:
+                theory = by_layer["t"].first()
+                if theory.notna().any():
+                    frames.append(
+                        pd.DataFrame(
+                            common
+                            | {
+                                "layer": theory.index,
+                                "value": theory.to_numpy(),
+                                "lo": np.nan,
+                                "hi": np.nan,
+                                "kind": "theory",
+                            }
+                        )
+                    )
+    if not frames:
+        return pd.DataFrame(columns=DATA_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[DATA_COLUMNS]
+
+
+def _transform(rows: pd.DataFrame, column: str, relative: str | None) -> pd.Series:
+    values = rows[column].astype(float)
+    if relative is None:
+        return values
+    reference = rows.groupby("run_id")[column].transform(relative).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return pd.Series(np.log2(values.to_numpy() / reference.to_numpy()), index=rows.index)
+
+
+def _mean_finite(v: pd.Series) -> float:
+    finite = v[np.isfinite(v)]
+    if len(finite):
+        return float(finite.mean())
+    return -math.inf if (v == -math.inf).any() else math.nan
+
+
+def _min_finite(v: pd.Series) -> float:
+    finite = v[np.isfinite(v)]
+    return float(finite.min()) if len(finite) else _mean_finite(v)
+
+
+def _max_finite(v: pd.Series) -> float:
+    finite = v[np.isfinite(v)]
+    return float(finite.max()) if len(finite) else _mean_finite(v)
+
+
+def draw(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame, groups: list[str]):
+    """The figure of one facet's table: measured lines, bands, theory, off-chart marks."""
+    from matplotlib.lines import Line2D
+
+    plt = setup()
+    depths = sorted(table["depth"].unique())
+    activations = sorted(table["activation"].unique())
+    fig, axes = grid_axes(plt, depths, activations)
+    for i, depth in enumerate(depths):
+        for j, activation in enumerate(activations):
+            ax = axes[i][j]
+            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
+            _panel(ax, ctx, stat, keys, panel, activation, depth)
+            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
+            ax.set_xlabel("hidden layer" if i == len(depths) - 1 else "")
+            ax.set_ylabel("")
+    extra = [
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            lw=1.8,
+            marker="o",
+            ms=3,
+            label="measured: mean of seeds (band: range)",
+        ),
+    ]
+    if stat.theory:
+        extra.append(Line2D([], [], color="0.3", lw=1.1, ls="--", label="mean-field theory"))
+    if stat.relative:
+        extra.append(Line2D([], [], color="0.3", lw=0, marker="v", label="leaves the chart there"))
+        extra.append(Line2D([], [], color="0.3", lw=0, marker="x", mew=2, label="exactly 0"))
+    shown = [g for g in groups if g in set(table["scheme_id"])]
+    bottom = legend(fig, ctx, shown, extra)
+    fig.suptitle(f"{stat.title} ({facet_title(keys)})", fontsize=11)
+    fig.supylabel(stat.ylabel, fontsize=10)
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    return fig
+
+
+def _panel(ax, ctx, stat, keys, panel, activation, depth) -> None:
+    measured = panel[panel["kind"] == "measured"]
+    theory = panel[panel["kind"] == "theory"]
+    if stat.relative:  # fit the healthy: stable or recommended groups, else +-12 bits
+        rows = cell_rows(ctx.verdicts, keys | {"activation": activation, "depth": depth})
+        good = (rows[stat.verdict] == "stable") | rows["recommended"]
+        healthy = set(rows.loc[good, "group"])
+        shown = measured[measured["scheme_id"].isin(healthy)]
+        values = [
+            shown["value"],
+            shown["lo"],
+            shown["hi"],
+            theory[theory["scheme_id"].isin(healthy)]["value"],
+        ]
+        if shown.empty:
+            values = [measured["value"].clip(-12, 12)]
+        lo, hi = finite_range(values, stat.floor)
+    else:
+        lo, hi = finite_range([measured["lo"], measured["hi"], theory["value"]], stat.floor)
+    for scheme, rows in theory.groupby("scheme_id", sort=False):
+        ax.plot(
+            rows["layer"],
+            rows["value"],
+            ls="--",
+            lw=1.1,
+            alpha=0.85,
+            color=ctx.colors[scheme],
+            zorder=2,
+            gid=f"theory|{scheme}",
+        )
+    for scheme, rows in measured.groupby("scheme_id", sort=False):
+        color = ctx.colors[scheme]
+        x, y = rows["layer"].to_numpy(), rows["value"].to_numpy(float)
+        finite = np.isfinite(y)
+        ax.fill_between(
+            x[finite],
+            rows["lo"].to_numpy(float)[finite],
+            rows["hi"].to_numpy(float)[finite],
+            color=color,
+            alpha=0.15,
+            lw=0,
+            zorder=1,
+            gid=f"band|{scheme}",
+        )
+        ax.plot(
+            x[finite],
+            y[finite],
+            color=color,
+            lw=1.8,
+            marker="o" if depth <= 30 else None,
+            ms=3,
+            zorder=3,
+            gid=f"measured|{scheme}",
+        )
+        off_chart(ax, x, y, color, lo, hi)
+        zero_marks(ax, x, y, color, lo)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_ylim(lo, hi)
+    ax.set_xlim(0.5, depth + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def verdict(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame) -> str:
+    """One sentence per panel, from the classification (signal, gradients) or the data."""
+    parts = []
+    for (depth, activation), panel in table.groupby(["depth", "activation"], sort=True):
+        head = f"{activation}, depth {depth}: "
+        if stat.verdict:
+            rows = cell_rows(ctx.verdicts, keys | {"activation": activation, "depth": depth})
+            rows = rows[rows["group"].isin(set(panel["scheme_id"]))]
+            change = f"{stat.verdict}_change"
+            text = label_lists(
+                rows, stat.verdict, SIGNALS, lambda r, c=change: fmt.factor(getattr(r, c))
+            )
+            parts.append(head + text)
+        elif stat.name == "units":
+            last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
+            what = "dead" if panel["statistic"].iloc[0] == "dead_frac" else "saturated"
+            worst = last.sort_values("value", ascending=False)
+            high = worst[worst["value"] > 0.1]
+            if high.empty:
+                parts.append(
+                    head + f"no scheme has more than 10% of units {what} at the last layer"
+                )
+            else:
+                listed = ", ".join(
+                    f"{r.scheme_id} {fmt.percent(r.value)}" for r in high.itertuples()
+                )
+                parts.append(head + f"{what} at the last layer: {listed}")
+        else:
+            parts.append(head + _correlation_verdict(panel))
+    return ". ".join(parts) + "." if parts else "No finished runs to draw."
+
+
+def _correlation_verdict(panel: pd.DataFrame) -> str:
+    measured = panel[panel["kind"] == "measured"].set_index(["scheme_id", "layer"])["value"]
+    theory = panel[panel["kind"] == "theory"].set_index(["scheme_id", "layer"])["value"]
+    both = pd.concat([measured, theory], axis=1, keys=["m", "t"]).dropna()
+    text = []
+    if len(both):
+        text.append(
+            f"measured within {fmt.number(float((both['m'] - both['t']).abs().max()))} of the c-map"
+        )
+    collapsed = measured[measured > 0.99].reset_index().groupby("scheme_id")["layer"].min()
+    if len(collapsed):
+        text.append(
+            "pairs indistinguishable (c > 0.99) from layer "
+            + ", ".join(f"{layer} ({scheme})" for scheme, layer in collapsed.items())
+        )
+    return "; ".join(text) or "no correlation measured"
+
+
+def figures(ctx: Context, out: Path) -> list[Figure]:
+    """Every per-layer figure of the sweep."""
+    made = []
+    for stat in STATISTICS:
+        for keys, rows in ctx.facets():
+            groups, folded = choose_groups(rows)
+            table = data(ctx, stat, keys, groups)
+            if table.empty:
+                continue
+            fig = draw(ctx, stat, keys, table, groups)
+            name = f"{stat.name}_{stem(keys)}"
+            save(fig, table, out, name)
+            caption = stat.caption
+            if folded:
+                caption += f" Not drawn ({len(folded)} more; see the tables): {', '.join(folded)}."
+            made.append(
+                Figure(
+                    name,
+                    stat.name,
+                    f"{stat.title} ({facet_title(keys)})",
+                    verdict(ctx, stat, keys, table),
+                    caption,
+                    folded,
+                )
+            )
+    return made

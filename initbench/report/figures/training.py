@@ -1,0 +1,299 @@
+"""Training figures: test accuracy and training loss while training, steps to the target.
+
+Curves: a panel per depth (rows) and activation (columns), a line per group of schemes (the
+mean over seeds, a band from the lowest to the highest seed). Steps to target: a bar per
+group and activation, a panel per depth; a target never reached is drawn to the budget,
+hatched.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from initbench.report import fmt
+from initbench.report.classify import TRAINING
+from initbench.report.figures.base import (
+    DATA_COLUMNS,
+    Context,
+    Figure,
+    cell_rows,
+    choose_groups,
+    facet_title,
+    grid_axes,
+    label_lists,
+    legend,
+    save,
+    setup,
+    stem,
+)
+
+CURVES = {
+    "accuracy": ("test_acc", "test accuracy", "Test accuracy while training"),
+    "loss": ("train_loss", "training loss (log scale)", "Training loss while training"),
+}
+
+
+def curve_data(ctx: Context, column: str, keys: dict, groups: list[str]) -> pd.DataFrame:
+    """Per group, cell and logged step: mean, lowest and highest seed."""
+    cells = cell_rows(ctx.cells[ctx.cells["status"].isin(["ok", "diverged"])], keys)
+    cells = cells[cells["scheme_id"].isin(groups)]
+    merged = ctx.curves[["run_id", "step", column]].merge(
+        cells[["run_id", "activation", "depth", "scheme_id"]], on="run_id"
+    )
+    if merged.empty:
+        return pd.DataFrame(columns=DATA_COLUMNS)
+    agg = merged.groupby(["activation", "depth", "scheme_id", "step"], sort=True)[column].agg(
+        value="mean", lo="min", hi="max"
+    )
+    agg = agg.reset_index()
+    return pd.DataFrame(
+        {
+            "activation": agg["activation"],
+            "arch": keys["arch"],
+            "depth": agg["depth"],
+            "width": keys["width"],
+            "bias_var": keys["bias_var"],
+            "scheme_id": agg["scheme_id"],
+            "members": [
+                ctx.members(keys | {"activation": a, "depth": d}, s)
+                for a, d, s in zip(agg["activation"], agg["depth"], agg["scheme_id"], strict=True)
+            ],
+            "layer": agg["step"],  # the x axis: the logged step
+            "statistic": column,
+            "value": agg["value"],
+            "lo": agg["lo"],
+            "hi": agg["hi"],
+            "kind": "measured",
+        }
+    )[DATA_COLUMNS]
+
+
+def draw_curves(ctx: Context, name: str, keys: dict, table: pd.DataFrame, groups: list[str]):
+    from matplotlib.lines import Line2D
+
+    _, ylabel, title = CURVES[name]
+    plt = setup()
+    depths = sorted(table["depth"].unique())
+    activations = sorted(table["activation"].unique())
+    fig, axes = grid_axes(plt, depths, activations)
+    for i, depth in enumerate(depths):
+        for j, activation in enumerate(activations):
+            ax = axes[i][j]
+            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
+            for scheme, rows in panel.groupby("scheme_id", sort=False):
+                color = ctx.colors[scheme]
+                x = rows["layer"].to_numpy(float)
+                ok = np.isfinite(rows["value"].to_numpy(float))
+                ax.fill_between(
+                    x[ok],
+                    rows["lo"].to_numpy(float)[ok],
+                    rows["hi"].to_numpy(float)[ok],
+                    color=color,
+                    alpha=0.15,
+                    lw=0,
+                    gid=f"band|{scheme}",
+                )
+                ax.plot(
+                    x[ok],
+                    rows["value"].to_numpy(float)[ok],
+                    color=color,
+                    lw=1.6,
+                    gid=f"measured|{scheme}",
+                )
+            if name == "accuracy":
+                ax.axhline(ctx.target, ls=":", color="0.4", lw=1)
+                ax.set_ylim(0, 1)
+            else:
+                ax.set_yscale("log")
+            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
+            ax.set_xlabel("step" if i == len(depths) - 1 else "")
+            ax.set_ylabel("")
+    extra = [Line2D([], [], color="0.3", lw=1.6, label="mean of seeds (band: range)")]
+    if name == "accuracy":
+        extra.append(Line2D([], [], color="0.4", ls=":", label=f"target {fmt.percent(ctx.target)}"))
+    shown = [g for g in groups if g in set(table["scheme_id"])]
+    bottom = legend(fig, ctx, shown, extra)
+    fig.suptitle(f"{title} ({facet_title(keys)})", fontsize=11)
+    fig.supylabel(ylabel, fontsize=10)
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    return fig
+
+
+def steps_data(ctx: Context, keys: dict, groups: list[str]) -> pd.DataFrame:
+    """Per group, activation and depth: the median steps to target over seeds (``inf``
+    where no seed reached it), and the lowest and highest seed."""
+    cells = cell_rows(ctx.cells[ctx.cells["status"].isin(["ok", "diverged"])], keys)
+    cells = cells[cells["scheme_id"].isin(groups)]
+    steps = cells["steps_to_target"].astype(float).fillna(math.inf)
+    agg = (
+        cells.assign(s=steps)
+        .groupby(["activation", "depth", "scheme_id"], sort=True)["s"]
+        .agg(value="median", lo="min", hi="max")
+        .reset_index()
+    )
+    return pd.DataFrame(
+        {
+            "activation": agg["activation"],
+            "arch": keys["arch"],
+            "depth": agg["depth"],
+            "width": keys["width"],
+            "bias_var": keys["bias_var"],
+            "scheme_id": agg["scheme_id"],
+            "members": [
+                ctx.members(keys | {"activation": a, "depth": d}, s)
+                for a, d, s in zip(agg["activation"], agg["depth"], agg["scheme_id"], strict=True)
+            ],
+            "layer": np.nan,
+            "statistic": "steps_to_target",
+            "value": agg["value"],
+            "lo": agg["lo"],
+            "hi": agg["hi"],
+            "kind": "measured",
+        }
+    )[DATA_COLUMNS]
+
+
+def draw_steps(ctx: Context, keys: dict, table: pd.DataFrame, groups: list[str], budget: int):
+    plt = setup()
+    depths = sorted(table["depth"].unique())
+    activations = sorted(table["activation"].unique())
+    shown = [g for g in groups if g in set(table["scheme_id"])]
+    fig, axes = plt.subplots(
+        1,
+        len(depths),
+        figsize=(0.6 + 4.2 * len(depths), 1.2 + 0.3 * len(shown) * len(activations)),
+        squeeze=False,
+        sharey=True,
+    )
+    height = 0.8 / len(activations)
+    hatches = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
+    for j, depth in enumerate(depths):
+        ax = axes[0][j]
+        for k, activation in enumerate(activations):
+            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
+            for i, scheme in enumerate(shown):
+                row = panel[panel["scheme_id"] == scheme]
+                if row.empty:
+                    continue
+                value = float(row["value"].iloc[0])
+                y = i + (k - (len(activations) - 1) / 2) * height
+                never = not math.isfinite(value)
+                bar = ax.barh(
+                    y,
+                    budget * 1.05 if never else value,
+                    height=height * 0.9,
+                    color=ctx.colors[scheme],
+                    alpha=0.35 if never else 0.9,
+                    hatch="xxx" if never else hatches[k % len(hatches)],
+                    edgecolor="0.3",
+                    lw=0.5,
+                )
+                bar.patches[0].set_gid(f"bar|{scheme}|{activation}|{depth}")
+                if never:
+                    ax.text(budget * 1.05, y, " never", va="center", fontsize=7)
+                else:
+                    lo, hi = float(row["lo"].iloc[0]), float(row["hi"].iloc[0])
+                    ax.plot(
+                        [lo, min(hi, budget * 1.05)],
+                        [y, y],
+                        color="0.2",
+                        lw=1,
+                        gid=f"range|{scheme}|{activation}|{depth}",
+                    )
+        ax.axvline(budget, ls=":", color="0.4")
+        ax.set_yticks(range(len(shown)), shown, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"depth {depth}", fontsize=10)
+        ax.set_xlabel(f"steps to {fmt.percent(ctx.target)} test accuracy")
+        ax.set_xlim(0, budget * 1.3)
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor="0.7", hatch=hatches[k % len(hatches)], edgecolor="0.3", label=a)
+        for k, a in enumerate(activations)
+    ]
+    handles.append(
+        Patch(facecolor="0.85", hatch="xxx", edgecolor="0.3", label=f"never (budget {budget})")
+    )
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.suptitle(
+        f"Steps to target, median over seeds (line: range) ({facet_title(keys)})", fontsize=11
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
+def curve_verdict(ctx: Context, keys: dict, table: pd.DataFrame) -> str:
+    parts = []
+    for (depth, activation), _ in table.groupby(["depth", "activation"], sort=True):
+        rows = cell_rows(ctx.verdicts, keys | {"activation": activation, "depth": depth})
+        rows = rows[rows["group"].isin(set(table["scheme_id"]))]
+        text = label_lists(rows, "training", TRAINING, lambda r: fmt.percent(r.final_test_acc))
+        parts.append(f"{activation}, depth {depth}: {text}")
+    return ". ".join(parts) + "."
+
+
+def steps_verdict(table: pd.DataFrame) -> str:
+    parts = []
+    for (depth, activation), rows in table.groupby(["depth", "activation"], sort=True):
+        reached = rows[np.isfinite(rows["value"].astype(float))].sort_values("value")
+        never = rows[~np.isfinite(rows["value"].astype(float))]["scheme_id"].tolist()
+        text = f"{activation}, depth {depth}: "
+        if len(reached):
+            best = reached.iloc[0]
+            text += f"fastest {best['scheme_id']} ({fmt.steps(best['value'])} steps)"
+        if never:
+            text += ("; " if len(reached) else "") + "never: " + ", ".join(never)
+        parts.append(text)
+    return ". ".join(parts) + "."
+
+
+def figures(ctx: Context, out: Path, budget: int) -> list[Figure]:
+    if not ctx.trained or ctx.curves.empty:
+        return []
+    made = []
+    for keys, rows in ctx.facets():
+        groups, folded = choose_groups(rows)
+        note = (
+            f" Not drawn ({len(folded)} more; see the tables): {', '.join(folded)}."
+            if folded
+            else ""
+        )
+        for name, (column, _, title) in CURVES.items():
+            table = curve_data(ctx, column, keys, groups)
+            if table.empty:
+                continue
+            fig = draw_curves(ctx, name, keys, table, groups)
+            stem_name = f"{name}_{stem(keys)}"
+            save(fig, table, out, stem_name)
+            made.append(
+                Figure(
+                    stem_name,
+                    "training",
+                    f"{title} ({facet_title(keys)})",
+                    curve_verdict(ctx, keys, table),
+                    "Logged every eval_every steps; accuracy on the whole test split." + note,
+                    folded,
+                )
+            )
+        table = steps_data(ctx, keys, groups)
+        if not table.empty:
+            fig = draw_steps(ctx, keys, table, groups, budget)
+            stem_name = f"steps_{stem(keys)}"
+            save(fig, table, out, stem_name)
+            made.append(
+                Figure(
+                    stem_name,
+                    "training",
+                    f"Steps to target ({facet_title(keys)})",
+                    steps_verdict(table),
+                    "A bar per activation; hatched to the budget: no seed reached the target."
+                    + note,
+                    folded,
+                )
+            )
+    return made

@@ -1,0 +1,210 @@
+"""Each classification rule on made-up stores, including the contradictions the old report
+made: one scheme both best and failing, a settled tanh called vanishing, a twofold-per-8-
+layers explosion not flagged, gradients of exactly 0 ignored."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from initbench.report.classify import (
+    classify,
+    equivalence_groups,
+    failing,
+    quantity_measures,
+)
+from initbench.schema import CELL_COLUMNS
+
+CELL = {"activation": "relu", "arch": "mlp", "width": 64, "bias_var": 0.0}
+
+
+def made_up(schemes: dict, depth: int, seeds: int = 3, noise: float = 0.02, **columns):
+    """cells and layers for ``schemes``: name -> (pre_var per layer, grad_h_var per layer).
+
+    Seed s scales every layer's value by a random factor within ``noise`` (log2 units)."""
+    rng = np.random.default_rng(0)
+    cells, layers = [], []
+    for scheme, (pre, grad) in schemes.items():
+        for seed in range(seeds):
+            run_id = f"{scheme}|s{seed}"
+            row = {
+                "run_id": run_id,
+                "scheme_id": scheme,
+                "seed": seed,
+                "depth": depth,
+                "status": "ok",
+            }
+            cells.append(
+                CELL
+                | row
+                | {k: v[scheme][seed] if isinstance(v, dict) else v for k, v in columns.items()}
+            )
+            jitter = 2.0 ** rng.normal(0, noise, depth)
+            for layer in range(depth):
+                layers.append(
+                    {
+                        "run_id": run_id,
+                        "layer": layer + 1,
+                        "pre_var": pre[layer] * jitter[layer],
+                        "grad_h_var": grad[layer] * jitter[::-1][layer],
+                    }
+                )
+    frame = pd.DataFrame(cells)
+    for column, dtype in CELL_COLUMNS.items():
+        if column not in frame:
+            frame[column] = pd.NA if dtype == "string" else np.nan
+    return frame[list(CELL_COLUMNS)].astype(CELL_COLUMNS), pd.DataFrame(layers)
+
+
+def flat(depth):
+    return [1.0] * depth
+
+
+def verdict(verdicts, scheme):
+    return verdicts.set_index("scheme_id").loc[scheme]
+
+
+def test_a_variance_that_settles_at_a_fixed_point_is_stable():
+    # tanh with the matched gain: the variance drops eightfold over two layers, then holds
+    settled = [8.0, 2.0] + [1.0] * 8
+    cells, layers = made_up({"tanh_matched": (settled, flat(10))}, depth=10)
+    row = verdict(classify(cells, layers, trained=False), "tanh_matched")
+    assert row["signal_change"] == pytest.approx(-3.0, abs=0.1)
+    assert row["signal"] == "stable" and row["recommended"]
+
+
+def test_a_variance_that_keeps_falling_is_vanishing():
+    # tanh with Xavier gain 1: q_l ~ 1 / (2 l), polynomial decay, still falling at the end
+    decaying = [1 / (2 * (layer + 1)) for layer in range(15)]
+    cells, layers = made_up({"xavier_unit": (decaying, flat(15))}, depth=15)
+    row = verdict(classify(cells, layers, trained=False), "xavier_unit")
+    assert row["signal_change"] == pytest.approx(math.log2(1 / 15), abs=0.1)
+    assert row["signal"] == "vanishing" and not row["recommended"]
+
+
+def test_a_slow_explosion_over_many_layers_is_flagged():
+    # relu with Xavier gain 1.5: 1.125x per layer, 2^8.3 over 50 layers (1.2 bits a layer
+    # of seed noise at width 128)
+    growing = [1.125**layer for layer in range(50)]
+    cells, layers = made_up(
+        {"xavier_1.5": (growing, flat(50)), "kaiming": (flat(50), flat(50))}, depth=50, noise=0.3
+    )
+    verdicts = classify(cells, layers, trained=False)
+    assert verdict(verdicts, "xavier_1.5")["signal"] == "exploding"
+    assert verdict(verdicts, "kaiming")["signal"] == "stable"
+    assert verdicts.loc[verdicts["recommended"], "scheme_id"].tolist() == ["kaiming"]
+
+
+def test_gradients_of_exactly_zero_vanish():
+    zero = [0.0] * 5
+    cells, layers = made_up({"zeros": (flat(5), zero), "ok": (flat(5), flat(5))}, depth=5)
+    verdicts = classify(cells, layers, trained=False)
+    row = verdict(verdicts, "zeros")
+    assert row["gradients"] == "vanishing" and row["gradients_change"] == -math.inf
+    assert not row["recommended"] and verdict(verdicts, "ok")["recommended"]
+
+
+def test_a_run_that_diverged_at_initialization_explodes():
+    cells, layers = made_up({"huge": (flat(4), flat(4))}, depth=4)
+    cells["status"] = "diverged"
+    cells["reason"] = "non-finite activations or gradients at initialization"
+    row = verdict(classify(cells, layers, trained=False), "huge")
+    assert row["signal"] == "exploding" and not row["recommended"]
+
+
+def test_the_best_scheme_is_never_also_failing():
+    # "vanish" drifts least in total (it is exactly flat backwards), but its signal vanishes
+    vanishing = [2.0**-layer for layer in range(8)]
+    cells, layers = made_up(
+        {"vanish": (vanishing, flat(8)), "a": (flat(8), flat(8)), "b": (flat(8), [1.3] * 8)},
+        depth=8,
+    )
+    verdicts = classify(cells, layers, trained=False)
+    assert not (verdicts["recommended"] & failing(verdicts, trained=False)).any()
+    assert not verdict(verdicts, "vanish")["recommended"]
+
+
+def test_ties_are_said_and_clear_losers_are_not_recommended():
+    accuracy = {
+        "best": [0.981, 0.975, 0.987],
+        "close": [0.983, 0.970, 0.986],  # differences from the best change sign: a tie
+        # behind on every seed (the paired test separates it) but the two means' intervals
+        # overlap: both tests must agree to set a scheme apart, so it ties
+        "behind": [0.978, 0.972, 0.985],
+        "worse": [0.90, 0.89, 0.91],  # both tests separate it
+    }
+    schemes = {name: (flat(5), flat(5)) for name in accuracy}
+    steps = {name: [50.0] * 3 for name in accuracy}
+    cells, layers = made_up(schemes, depth=5, final_test_acc=accuracy, steps_to_target=steps)
+    verdicts = classify(cells, layers, trained=True)
+    assert set(verdicts.loc[verdicts["recommended"], "scheme_id"]) == {"best", "close", "behind"}
+    assert set(verdicts["training"]) == {"trains"}
+
+
+def test_with_one_seed_every_scheme_that_passes_is_tied():
+    schemes = {"a": (flat(4), flat(4)), "b": (flat(4), [2.0] * 4)}
+    cells, layers = made_up(schemes, depth=4, seeds=1)
+    verdicts = classify(cells, layers, trained=False)
+    assert verdicts["recommended"].all()
+    assert verdicts["signal_ci"].isna().all()  # no interval from one seed
+
+
+def test_training_labels():
+    schemes = {name: (flat(3), flat(3)) for name in ("trains", "stalls", "diverges")}
+    steps = {
+        "trains": [40.0, 60.0, np.nan],
+        "stalls": [np.nan, np.nan, 90.0],
+        "diverges": [40.0] * 3,
+    }
+    diverged = {"trains": [np.nan] * 3, "stalls": [np.nan] * 3, "diverges": [np.nan, 12.0, np.nan]}
+    acc = {"trains": [0.9] * 3, "stalls": [0.3] * 3, "diverges": [0.9] * 3}
+    cells, layers = made_up(
+        schemes, depth=3, steps_to_target=steps, diverged_step=diverged, final_test_acc=acc
+    )
+    verdicts = classify(cells, layers, trained=True).set_index("scheme_id")
+    assert verdicts["training"].to_dict() == {
+        "trains": "trains",
+        "stalls": "stalls",
+        "diverges": "diverges",
+    }
+    assert verdicts["recommended"].to_dict() == {"trains": True, "stalls": False, "diverges": False}
+
+
+def test_interval_comes_from_per_layer_steps():
+    # two seeds of a steady halving with independent per-layer noise
+    rng = np.random.default_rng(1)
+    steps = -1 + rng.normal(0, 0.3, (2, 9))
+    y = np.concatenate([np.zeros((2, 1)), np.cumsum(steps, axis=1)], axis=1)
+    measured = quantity_measures(y)
+    assert measured["change"] == pytest.approx(steps.sum(1).mean())
+    residual = steps - steps.mean(0)
+    dof = 1 * 9
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, dof) * math.sqrt(9 * (residual**2).sum() / dof / 2)
+    assert measured["ci"] == pytest.approx(half)
+
+
+def test_schemes_drawing_the_same_weights_are_one_group():
+    schemes = [
+        "xavier_normal[gain=matched]",
+        "kaiming_normal[mode=fan_in,nonlinearity=matched]",
+        "kaiming_normal[mode=fan_out,nonlinearity=matched]",
+        "orthogonal[gain=matched]",
+    ]
+    cells = pd.DataFrame(
+        [
+            CELL | {"depth": 4, "scheme_id": s, "activation": a}
+            for s in schemes
+            for a in ("relu", "tanh")
+        ]
+    )
+    square = equivalence_groups(cells, {"schemes": schemes, "widths": [64]})
+    assert {square[(a, "mlp", 4, 64, 0.0, s)] for s in schemes[:3] for a in ("relu", "tanh")} == {
+        "xavier_normal[gain=matched]"
+    }
+    assert square[("relu", "mlp", 4, 64, 0.0, schemes[3])] == schemes[3]
+    digits = equivalence_groups(cells, {"schemes": schemes, "widths": [64], "dataset": "digits"})
+    # the first layer is 64 x 64 on digits too, but the readout is 10 x 64: fans differ
+    assert digits[("relu", "mlp", 4, 64, 0.0, schemes[1])] == schemes[1]
