@@ -322,11 +322,16 @@ def equivalence_groups(cells: pd.DataFrame, grid: dict) -> dict[tuple, str]:
     rows = cells[keys].drop_duplicates()
     for cell_key, schemes in rows.groupby(CELL_KEYS, sort=False, dropna=False):
         activation, arch_id, depth, width, _ = cell_key
-        act, arch = get_activation(activation), get_arch(arch_id)
-        shapes = arch.weight_shapes(int(depth), int(width), act, spec.inputs(arch, int(width)))
+        try:
+            act, arch = get_activation(activation), get_arch(arch_id)
+            shapes = arch.weight_shapes(int(depth), int(width), act, spec.inputs(arch, int(width)))
+            signatures = {
+                s: tuple(get_scheme(s).signature(shape, act) for shape in shapes)
+                for s in schemes["scheme_id"]
+            }
+        except UsageError:  # names this initbench does not know: every scheme on its own
+            continue
         first: dict[tuple, str] = {}
-        for scheme_id in schemes["scheme_id"]:
-            scheme = get_scheme(scheme_id)
-            signature = tuple(scheme.signature(shape, act) for shape in shapes)
+        for scheme_id, signature in signatures.items():
             groups[(*cell_key, scheme_id)] = first.setdefault(signature, scheme_id)
     return groups
