@@ -14,8 +14,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+
+try:  # typer 0.20+ carries its own copy of click, whose exceptions it raises
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click
 
 from initbench.errors import UsageError
 
@@ -81,12 +85,12 @@ def _listing(what: Listing) -> list[dict[str, object]]:
     if what is Listing.archs:
         from initbench.archs import ARCHS, describe
 
-        return [describe(cls) for cls in ARCHS.values()]
+        return [describe(entry) for entry in ARCHS.values()]
     if what is Listing.presets:
         from initbench.presets import PRESETS
 
         return [
-            {"name": n, "doc": doc, "runs": len(g.runs()), "grid": g.to_dict()}
+            {"name": n, "doc": doc, "runs": g.run_count(), "grid": g.to_dict()}
             for n, (doc, g) in PRESETS.items()
         ]
     from initbench.data import DATASETS
@@ -156,11 +160,8 @@ def sweep(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep (resumes when OUT holds the same grid)."""
-    from initbench.device import describe_device, resolve_device
     from initbench.grid import Grid
-    from initbench.planning import estimate_seconds
     from initbench.presets import preset as get_preset
-    from initbench.sweeps import sweep as run_sweep
 
     grid = get_preset(preset) if preset else Grid()
     if config is not None:
@@ -184,11 +185,15 @@ def sweep(
         "lr": lr,
     }
     grid = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
+    grid.run_count()  # names and sizes checked before torch loads: bad input answers at once
+    from initbench.device import describe_device, resolve_device
+    from initbench.planning import estimate_seconds
+    from initbench.store import Store
+    from initbench.sweeps import sweep as run_sweep
+
     runs = len(grid.runs())
     torch_device = resolve_device(device)
     out = out or Path("results") / (preset or (config.stem if config else "sweep"))
-    from initbench.store import Store
-
     finished = len(Store(out).finished_run_ids()) if (out / "meta.json").exists() else 0
     seconds = estimate_seconds(grid, torch_device, runs - finished)
     where = describe_device(torch_device)
@@ -256,7 +261,7 @@ def main() -> None:
     debug = os.environ.get("INITBENCH_DEBUG") == "1"
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
+    except click.exceptions.NoArgsIsHelpError as error:  # no command: the help, exit 0
         typer.echo(error.ctx.get_help() if error.ctx else str(error))
         sys.exit(0)
     except click.ClickException as error:
@@ -264,7 +269,7 @@ def main() -> None:
             raise
         typer.echo(f"initbench: error: {_one_line(error.format_message())}", err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("initbench: interrupted", err=True)
         sys.exit(130)
     except UsageError as error:

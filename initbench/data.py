@@ -12,11 +12,14 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from initbench.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_DATA_DIR = Path("~/.cache/initbench/data").expanduser()
 DIGITS_TEST_FRACTION = 0.2
@@ -70,6 +73,8 @@ class Dataset:
 def _standardise(
     x_train: np.ndarray, x_test: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, info
 ) -> Dataset:
+    import torch
+
     x_train = torch.as_tensor(x_train, dtype=torch.float32)
     x_test = torch.as_tensor(x_test, dtype=torch.float32)
     dims = [d for d in range(x_train.dim()) if d != 1]

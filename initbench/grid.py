@@ -9,13 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from initbench.activations import Activation, get_activation
-from initbench.archs import Arch, Inputs, get_arch
+from initbench.archs import check_arch_id, get_arch
 from initbench.errors import UsageError
 from initbench.ids import format_value
 from initbench.schemes import Scheme, expand_schemes
+
+if TYPE_CHECKING:
+    from initbench.archs.base import Arch, Inputs
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_WIDTH = 65_536
@@ -234,9 +237,25 @@ class Grid:
         """Every run (cell x seed)."""
         return [Run(cell, seed) for cell in self.cells() for seed in range(self.seeds)]
 
+    def run_count(self) -> int:
+        """The number of runs, without building the cells (or loading torch)."""
+        self._check()
+        counts = [
+            len(expand_schemes(self.schemes, self.gains)),
+            len({get_activation(a).id for a in self.activations}),
+            len({check_arch_id(a) and a for a in self.archs}),
+            len(set(self.depths)),
+            len(set(self.widths)),
+            len(set(self.bias_vars)),
+            self.seeds,
+        ]
+        return math.prod(counts)
+
     def inputs(self, arch: Arch, width: int) -> Inputs:
         """What a network of this grid sees: standard-normal samples of its width (and
         as many outputs), or the dataset's samples and classes."""
+        from initbench.archs.base import Inputs
+
         if self.dataset is None:
             return Inputs(arch.synthetic_sample(width, self.image_size, self.tokens), width)
         from initbench.data import check_dataset_name

@@ -12,17 +12,22 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch.nn import init
-
-from initbench.activations import Activation
+from initbench.activations import Activation, calculate_gain
 from initbench.errors import UsageError
 from initbench.ids import format_id, format_value, parse_id, parse_number
+from initbench.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
+init = LazyModule("torch.nn.init")  # imported when a scheme first draws
 
 GAIN_SETTINGS = ("unit", "matched")
 
-InitFn = Callable[[torch.Tensor, Activation, "torch.Generator | None"], None]
+InitFn = Callable[["torch.Tensor", Activation, "torch.Generator | None"], None]
 MomentsFn = Callable[[Sequence[int], Activation], "tuple[float, float]"]
 GainFn = Callable[[Activation], float]
 
@@ -201,11 +206,11 @@ def _constant(val: float) -> Scheme:
     )
 
 
-def _fixed(name: str, fill: Callable[[torch.Tensor], object], value: float) -> Scheme:
+def _fixed(name: str, value: float) -> Scheme:
     return Scheme(
         name,
         {},
-        lambda w, act, g: fill(w),
+        lambda w, act, g: getattr(init, f"{name}_")(w),
         lambda shape, act: (value, 0.0),
         theory=False,
         kind="constant",
@@ -245,7 +250,8 @@ def _dirac() -> Scheme:
 
 
 def _xavier(kind: str) -> Callable[..., Scheme]:
-    fill = getattr(init, f"xavier_{kind}_")
+    def fill(*args, **kwargs):
+        return getattr(init, f"xavier_{kind}_")(*args, **kwargs)
 
     def build(gain: object = "unit") -> Scheme:
         setting = _gain_setting(gain)
@@ -271,11 +277,12 @@ def _xavier(kind: str) -> Callable[..., Scheme]:
 def _kaiming_gain(nonlinearity: str, act: Activation) -> float:
     if nonlinearity == "matched":
         return act.gain()
-    return init.calculate_gain("leaky_relu", 0)  # torch's default: leaky_relu with a=0
+    return calculate_gain("leaky_relu", 0)  # torch's default: leaky_relu with a=0
 
 
 def _kaiming(kind: str) -> Callable[..., Scheme]:
-    fill = getattr(init, f"kaiming_{kind}_")
+    def fill(*args, **kwargs):
+        return getattr(init, f"kaiming_{kind}_")(*args, **kwargs)
 
     def build(mode: str = "fan_in", nonlinearity: str = "matched") -> Scheme:
         if mode not in ("fan_in", "fan_out"):
@@ -489,8 +496,8 @@ FAMILIES: dict[str, Family] = {
     "constant": Family(
         _constant, ({"val": 0.01},), doc="every weight the same: units stay symmetric"
     ),
-    "ones": Family(lambda: _fixed("ones", init.ones_, 1.0), ({},), doc="every weight 1"),
-    "zeros": Family(lambda: _fixed("zeros", init.zeros_, 0.0), ({},), doc="every weight 0"),
+    "ones": Family(lambda: _fixed("ones", 1.0), ({},), doc="every weight 1"),
+    "zeros": Family(lambda: _fixed("zeros", 0.0), ({},), doc="every weight 0"),
     "eye": Family(_eye, ({},), doc="identity matrix (2-D weights only)"),
     "dirac": Family(_dirac, ({},), doc="identity convolution (3-5-D weights only)"),
     "xavier_uniform": Family(_xavier("uniform"), ({},), True, "Glorot & Bengio 2010, uniform"),
@@ -530,9 +537,11 @@ FAMILIES: dict[str, Family] = {
 
 def torch_initializers() -> list[str]:
     """Every public in-place initializer that the installed ``torch.nn.init`` exposes."""
+    import torch.nn.init
+
     return sorted(
         name
-        for name, fn in vars(init).items()
+        for name, fn in vars(torch.nn.init).items()
         if name.endswith("_") and not name.startswith("_") and inspect.isfunction(fn)
     )
 

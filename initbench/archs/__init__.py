@@ -1,39 +1,90 @@
 """Architectures as objects: a registry of :class:`~initbench.archs.base.Arch` classes.
 
-Adding an architecture is one module in this package (its :class:`Arch` and
-:class:`~initbench.archs.base.Stacked` classes) and one :func:`register_arch` line below.
+Adding an architecture is one module in this package (its ``Arch`` and ``Stacked``
+classes) and one :func:`register_arch` line below, which names it, says where its class
+lives, and documents it. Modules are imported when first used, so listing architectures
+does not load torch.
 """
 
 from __future__ import annotations
 
-from initbench.archs.base import Arch, Inputs, Stacked, describe
-from initbench.archs.cnn import CNN
-from initbench.archs.mlp import MLP
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 from initbench.errors import UsageError
 from initbench.ids import parse_id
 
-ARCHS: dict[str, type[Arch]] = {}
+if TYPE_CHECKING:
+    from initbench.archs.base import Arch, Inputs, Stacked  # noqa: F401
 
 
-def register_arch(cls: type[Arch]) -> type[Arch]:
-    """Adds an architecture class under its ``name``; a name can be registered once."""
-    if cls.name in ARCHS:
-        raise ValueError(f"an architecture named {cls.name!r} is already registered")
-    ARCHS[cls.name] = cls
-    return cls
+@dataclass(frozen=True)
+class ArchEntry:
+    """A registered architecture: its name, where its class lives, its doc and parameters
+    (name -> default; a tuple lists the choices, its first item the default)."""
+
+    name: str
+    target: str  # "module:Class"
+    doc: str
+    params: dict[str, object] = field(default_factory=dict)
+
+    def load(self) -> type[Arch]:
+        module, _, name = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        cls.name, cls.doc, cls.params = self.name, self.doc, self.params
+        return cls
+
+
+ARCHS: dict[str, ArchEntry] = {}
+
+
+def register_arch(name: str, target: str, doc: str, **params: object) -> None:
+    """Adds an architecture; a name can be registered once."""
+    if name in ARCHS:
+        raise ValueError(f"an architecture named {name!r} is already registered")
+    ARCHS[name] = ArchEntry(name, target, doc, params)
 
 
 def get_arch(arch_id: str | Arch) -> Arch:
     """An architecture from its id: ``mlp``, ``resmlp[norm=layer,alpha=0.5]``."""
+    from initbench.archs.base import Arch
+
     if isinstance(arch_id, Arch):
         return arch_id
     name, params = parse_id(arch_id)
     if name not in ARCHS:
         raise UsageError(f"unknown arch {name!r}; choose from {', '.join(ARCHS)}")
-    return ARCHS[name](**params)
+    return ARCHS[name].load()(**params)
 
 
-register_arch(MLP)
-register_arch(CNN)
+def check_arch_id(arch_id: str) -> str:
+    """The architecture's name, if ``arch_id`` names a registered one (without loading it)."""
+    name, _ = parse_id(arch_id)
+    if name not in ARCHS:
+        raise UsageError(f"unknown arch {name!r}; choose from {', '.join(ARCHS)}")
+    return name
 
-__all__ = ["ARCHS", "Arch", "Inputs", "Stacked", "describe", "get_arch", "register_arch"]
+
+def describe(entry: ArchEntry) -> dict[str, object]:
+    """An architecture's listing entry: name, parameters and defaults, doc."""
+    defaults = {k: v[0] if isinstance(v, tuple) else v for k, v in entry.params.items()}
+    return {"name": entry.name, "params": defaults, "doc": entry.doc}
+
+
+register_arch(
+    "mlp",
+    "initbench.archs.mlp:MLP",
+    "Linear + act per hidden layer, then a Linear readout (depth = hidden activations)",
+)
+register_arch(
+    "cnn",
+    "initbench.archs.cnn:CNN",
+    "3x3 Conv2d (circular padding) + act per hidden layer, global average pool, Linear",
+)
+
+
+def __getattr__(name: str) -> object:  # Arch, Inputs, Stacked load with torch, on first use
+    if name in ("Arch", "Inputs", "Stacked"):
+        return getattr(importlib.import_module("initbench.archs.base"), name)
+    raise AttributeError(f"module 'initbench.archs' has no attribute {name!r}")

@@ -11,7 +11,6 @@ the probe) and each weight's output (for data-dependent schemes such as LSUV).
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -189,8 +188,9 @@ def stacked_linear(
 class Arch:
     """An architecture with fixed id parameters (``resmlp[norm=layer]``).
 
-    Subclasses set :attr:`name`, :attr:`doc`, :attr:`params` (name -> default; the default's
-    type parses the value, a tuple lists the choices) and implement the methods below.
+    Its name, doc and parameters (name -> default; the default's type parses the value, a
+    tuple lists the choices) come from its registry entry (:mod:`initbench.archs`);
+    subclasses implement the methods below.
     """
 
     name: ClassVar[str]
@@ -349,12 +349,3 @@ def _parse(arch: str, key: str, value: object, spec: object) -> object:
             raise UsageError(f"arch {arch!r}: {key} must be finite, got {value!r}")
         return number
     return value
-
-
-def describe(cls: type[Arch]) -> dict[str, object]:
-    """An architecture's listing entry: name, parameters and defaults, doc."""
-    return {
-        "name": cls.name,
-        "params": {k: _default(v) for k, v in cls.params.items()},
-        "doc": cls.doc or inspect.getdoc(cls) or "",
-    }

@@ -37,9 +37,6 @@ def image_sample(x: torch.Tensor) -> torch.Tensor:
 
 
 class CNN(Arch):
-    name = "cnn"
-    doc = "3x3 Conv2d (circular padding) + act per hidden layer, global average pool, Linear"
-
     def synthetic_sample(self, width, image_size, tokens):
         return (width, image_size, image_size)
 

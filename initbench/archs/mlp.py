@@ -17,8 +17,6 @@ from initbench.schemes import fans
 
 
 class MLP(Arch):
-    name = "mlp"
-    doc = "Linear + act per hidden layer, then a Linear readout (depth = hidden activations)"
     supports_jacobian = True
 
     def build(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:

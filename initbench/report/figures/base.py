@@ -38,7 +38,8 @@ DATA_COLUMNS = [
 
 @dataclass
 class Figure:
-    """A saved figure: ``figures/<name>.{png,svg,csv}``, with its verdict."""
+    """A saved figure: ``figures/<name>.{png,svg,csv}``, with its verdict (one line per
+    panel or finding, separated by newlines)."""
 
     name: str
     section: str
@@ -227,15 +228,15 @@ def cell_rows(rows: pd.DataFrame, keys: dict) -> pd.DataFrame:
 
 
 def label_lists(rows: pd.DataFrame, column: str, labels: tuple[str, ...], value) -> str:
-    """``stable: a (×1.1), b; vanishing: c (×2^-29)`` for one cell's verdict rows."""
+    """``stable: a ×1.1, b · vanishing: c ×2^-29`` for one cell's verdict rows."""
     parts = []
     for label in labels:
         chosen = rows[rows[column] == label].drop_duplicates("group")
         if chosen.empty:
             continue
-        names = [f"{r.group} ({value(r)})" if value(r) else r.group for r in chosen.itertuples()]
+        names = [f"{r.group} {value(r)}".strip() for r in chosen.itertuples()]
         parts.append(f"{label}: " + ", ".join(names))
-    return "; ".join(parts)
+    return " · ".join(parts)
 
 
 def finite_range(values: list[np.ndarray], floor: tuple[float, float]) -> tuple[float, float]:

@@ -274,8 +274,9 @@ def verdict(table: pd.DataFrame) -> str:
                 notes.append(f"{edge:.0%} of outputs in the outer 4% of the range")
         if notes:
             parts.append(f"{scheme}: " + ", ".join(notes))
-    text = "; ".join(parts) if parts else "no scheme shows vanished, dead or saturated values"
-    return f"Layer {depth}: {text}."
+    if not parts:
+        return f"Layer {depth}: no scheme shows vanished, dead or saturated values."
+    return "\n".join(f"Layer {depth}, {part}." for part in parts)
 
 
 def figures(ctx: Context, out: Path) -> list[Figure]:

@@ -324,7 +324,7 @@ def verdict(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame)
                 parts.append(head + f"{what} at the last layer: {listed}")
         else:
             parts.append(head + _correlation_verdict(panel))
-    return ". ".join(parts) + "." if parts else "No finished runs to draw."
+    return "\n".join(parts) if parts else "No finished runs to draw."
 
 
 def _correlation_verdict(panel: pd.DataFrame) -> str:

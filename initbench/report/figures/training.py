@@ -234,7 +234,7 @@ def curve_verdict(ctx: Context, keys: dict, table: pd.DataFrame) -> str:
         rows = rows[rows["group"].isin(set(table["scheme_id"]))]
         text = label_lists(rows, "training", TRAINING, lambda r: fmt.percent(r.final_test_acc))
         parts.append(f"{activation}, depth {depth}: {text}")
-    return ". ".join(parts) + "."
+    return "\n".join(parts)
 
 
 def steps_verdict(table: pd.DataFrame) -> str:
@@ -249,7 +249,7 @@ def steps_verdict(table: pd.DataFrame) -> str:
         if never:
             text += ("; " if len(reached) else "") + "never: " + ", ".join(never)
         parts.append(text)
-    return ". ".join(parts) + "."
+    return "\n".join(parts)
 
 
 def figures(ctx: Context, out: Path, budget: int) -> list[Figure]:
