@@ -34,8 +34,15 @@ def _cli(*args):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["list"], ["list", "archs"], ["list", "activations"], ["list", "presets"]]
-    + [["list", "datasets"], ["sweep", "--help"]],
+    [
+        ["--help"],
+        ["list"],
+        ["list", "archs"],
+        ["list", "activations"],
+        ["list", "presets"],
+        ["list", "datasets"],
+        ["sweep", "--help"],
+    ],
 )
 def test_help_and_listings_do_not_load_torch(args):
     done = _cli(*args)
