@@ -59,7 +59,11 @@ RECORD_TABLES = ("cells", "layers", "curves", "hists", "spectra")
 
 @dataclass
 class Results:
-    """A loaded sweep: its tables as DataFrames and its ``meta.json``."""
+    """A loaded results folder: its tables as DataFrames and its ``meta.json``.
+
+    A sweep's tables are attributes; tables of other kinds of folder (``modules`` of
+    ``initbench probe``, ...) are in :attr:`tables` by file stem.
+    """
 
     path: Path
     meta: dict[str, Any]
@@ -68,6 +72,12 @@ class Results:
     curves: pd.DataFrame
     hists: pd.DataFrame
     spectra: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """What wrote the folder: ``sweep``, ``probe``, ..."""
+        return str(self.meta.get("kind", "sweep"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -260,7 +270,8 @@ def read_table(
 
 
 def load(path: str | Path) -> Results:
-    """Loads a sweep folder written by :func:`initbench.sweep`.
+    """Loads a results folder written by :func:`initbench.sweep` (or ``initbench probe``,
+    ``coord``, ``phase``, ``reproduce``).
 
     Raises:
         UsageError: the folder is missing, holds no sweep, or its tables are unreadable.
@@ -274,6 +285,11 @@ def load(path: str | Path) -> Results:
     try:
         keep = _latest_attempts(root)
         tables = {t: read_table(root, t, keep=keep) for t in TABLES}
+        other = {
+            path.stem: pd.read_parquet(path)
+            for path in sorted(root.glob("*.parquet"))
+            if path.stem not in TABLES
+        }
     except (OSError, ValueError) as error:
         raise UsageError(f"{root} holds a corrupt table: {error}") from None
-    return Results(root, meta, *(tables[t] for t in RECORD_TABLES))
+    return Results(root, meta, *(tables[t] for t in RECORD_TABLES), other)
