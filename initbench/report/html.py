@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import warnings
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from initbench.report.figures import SECTIONS, Context, all_figures
 from initbench.report.tables import cell_tables, matrix
 from initbench.store import Results, load
 
+# what writes the page of each kind of results folder (meta.json's "kind")
+PAGES = {"sweep": "initbench.report.html:sweep_page"}
 VERDICT_COLUMNS = [
     *CELL_KEYS,
     "scheme_id",
@@ -56,9 +59,13 @@ def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """
     results = load(results_dir)
     out = Path(out) if out else results.path / "report"
+    if results.kind not in PAGES:
+        raise UsageError(f"{results.path} holds results of an unknown kind {results.kind!r}")
+    module, _, function = PAGES[results.kind].partition(":")
+    page = getattr(importlib.import_module(module), function)
     with warnings.catch_warnings():  # NaN and zero variances are expected in failing cells
         warnings.simplefilter("ignore", RuntimeWarning)
-        return sweep_page(results, out)
+        return page(results, out)
 
 
 def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
