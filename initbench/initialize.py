@@ -1,13 +1,6 @@
-"""Applying a scheme to any ``nn.Module``: which weights it initializes, and what it leaves.
-
-A scheme initializes every *weight* of a model: the ``weight`` of Linear, Conv (1-3-D,
-transposed too), Bilinear and Embedding layers, and the attention projections of
-``nn.MultiheadAttention`` (``in_proj_weight`` as three N x N projections q, k and v, as
-timm's ViT does; ``out_proj`` is a Linear). Biases are zeroed, or drawn from
-N(0, bias_var). Normalization gains and biases keep their built values (1 and 0), and any
-other parameter (a class token, a positional embedding) is left as built; :func:`apply`
-says which and why.
-"""
+"""Applying a scheme to any ``nn.Module``: its weights (:mod:`initbench.targets`) drawn
+with the scheme, biases zeroed or drawn from N(0, bias_var), and a report of what was left
+as built and why."""
 
 from __future__ import annotations
 
@@ -18,99 +11,9 @@ from torch import nn
 
 from initbench.activations import Activation, get_activation
 from initbench.errors import UsageError
+from initbench.lsuv import lsuv_module
 from initbench.schemes import Scheme, get_scheme, torch_default
-
-WEIGHTED = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.Embedding,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-NORMS = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
-    nn.RMSNorm,
-)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One weight a scheme initializes: rows ``rows`` of the parameter ``param``."""
-
-    param: str  # qualified parameter name, as in ``named_parameters``
-    rows: slice | None = None  # None: the whole parameter
-
-    @property
-    def name(self) -> str:
-        if self.rows is None:
-            return self.param
-        return f"{self.param}[{self.rows.start}:{self.rows.stop}]"
-
-    def view(self, tensor: torch.Tensor) -> torch.Tensor:
-        """This target's part of ``tensor`` (the parameter, or one run of a stack of it)."""
-        return tensor if self.rows is None else tensor[self.rows]
-
-
-def init_targets(model: nn.Module) -> list[Target]:
-    """The weights a scheme initializes, in ``model.modules()`` order."""
-    targets: list[Target] = []
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(module, WEIGHTED):
-            targets.append(Target(f"{prefix}weight"))
-        elif isinstance(module, nn.MultiheadAttention):
-            if module.in_proj_weight is not None:
-                e = module.embed_dim
-                targets += [
-                    Target(f"{prefix}in_proj_weight", slice(i * e, (i + 1) * e)) for i in range(3)
-                ]
-            else:
-                targets += [Target(f"{prefix}{p}_proj_weight") for p in "qkv"]
-    return targets
-
-
-def biases(model: nn.Module) -> list[str]:
-    """Bias parameters of the layers whose weights are targets, in module order."""
-    names = []
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(module, WEIGHTED) and getattr(module, "bias", None) is not None:
-            names.append(f"{prefix}bias")
-        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_bias is not None:
-            names.append(f"{prefix}in_proj_bias")
-    return names
-
-
-def left_as_built(model: nn.Module) -> dict[str, str]:
-    """Parameters a scheme does not touch, with the reason."""
-    touched = {t.param for t in init_targets(model)} | set(biases(model))
-    norms = {
-        f"{name}.{p}" if name else p
-        for name, module in model.named_modules()
-        if isinstance(module, NORMS)
-        for p, _ in module.named_parameters(recurse=False)
-    }
-    left = {}
-    for name, _ in model.named_parameters():
-        if name in touched:
-            continue
-        left[name] = (
-            "normalization gain or bias: kept as built"
-            if name in norms
-            else ("not the weight of a known layer: kept as built")
-        )
-    return left
+from initbench.targets import Target, biases, init_targets, left_as_built
 
 
 @dataclass
@@ -212,8 +115,6 @@ def apply(
     bias_names = biases(model)
     fill_biases(params, bias_names, bias_var, generator)
     if scheme.data_dependent:
-        from initbench.lsuv import lsuv_module
-
         lsuv_module(model, data)
     return Applied(
         [t.name for t in targets if t.name not in fell_back],

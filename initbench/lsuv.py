@@ -9,13 +9,16 @@ through its architecture's stages; any ``nn.Module`` through forward hooks.
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.archs.base import Axes, Stacked, Taps
-from initbench.initialize import Target, init_targets
+from initbench.targets import Target, init_targets
+
+if TYPE_CHECKING:
+    from initbench.archs.base import Axes, Stacked
 
 TOLERANCE = 1e-3
 MAX_ITERATIONS = 10
@@ -25,10 +28,15 @@ class _Captured(Exception):
     """Stops a forward pass once the output of interest is in hand."""
 
 
-class _Capture(Taps):
+class _Capture:
+    """Taps (see :class:`initbench.archs.base.Taps`) that keep one weight's output variance."""
+
     def __init__(self, target: int) -> None:
         self.target = target
         self.variance: torch.Tensor | None = None
+
+    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+        pass
 
     def weighted(self, target: int, out: torch.Tensor, axes: Axes) -> None:
         if target == self.target:

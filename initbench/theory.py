@@ -228,3 +228,58 @@ def fit_correlation_scale(corr: Sequence[float], c_star: float, floor: float) ->
         return math.nan
     slope = np.polyfit(layers[keep], np.log(deviation[keep]), 1)[0]
     return -1.0 / slope if slope < 0 else math.inf
+
+
+def residual_stream(
+    phi: Elementwise,
+    stem_sigma_w2: float,
+    sigma_w2: Sequence[float],
+    back_gain: Sequence[float],
+    readout_back_gain: float,
+    input_second_moment: float,
+    input_corr: float,
+    bias_var: float = 0.0,
+    alpha: float = 1.0,
+    normalized: bool = False,
+) -> dict[str, list[float]]:
+    """Mean-field maps of a residual stream ``x_l = x_{l-1} + alpha (W_l phi(n(x_{l-1})) + b_l)``.
+
+    ``n`` is the identity, or a normalization to unit variance (``normalized``: LayerNorm,
+    or BatchNorm over the batch) that also divides the backward signal by the stream's
+    standard deviation. The stream starts at ``x_0 = W_0 x + b_0``.
+
+    Args:
+        phi: the activation function.
+        stem_sigma_w2: ``fan_in * Var(w)`` of the stem ``W_0``.
+        sigma_w2: ``fan_in * Var(w)`` of each block's weight.
+        back_gain: ``fan_out * Var(w)`` of each block's weight.
+        readout_back_gain: ``fan_out * Var(w)`` of the readout (times any pooling factor).
+        input_second_moment: ``E[x^2]`` of the input.
+        input_corr: the cosine similarity of the input pairs.
+        bias_var: ``sigma_b^2``.
+        alpha: the branch scale.
+        normalized: the branch normalizes its input.
+
+    Returns:
+        Per block l = 1..depth: ``theory_pre_var`` (``q_l = E[x_l^2]``), ``theory_grad_h_var``
+        (``Var(dL/dx_l)`` for a unit-variance cotangent at the output) and ``theory_corr``
+        (the pairs' stream correlation).
+    """
+    q_prev = stem_sigma_w2 * input_second_moment + bias_var
+    qab_prev = stem_sigma_w2 * input_corr * input_second_moment + bias_var
+    qs, corrs, slopes = [], [], []
+    for s2 in sigma_w2:
+        branch_q = 1.0 if normalized else q_prev
+        c_prev = qab_prev / q_prev if q_prev > 0 else 1.0
+        q = q_prev + alpha**2 * (s2 * expect(lambda h: phi(h) ** 2, branch_q) + bias_var)
+        qab = qab_prev + alpha**2 * (s2 * cross_moment(phi, branch_q, c_prev) + bias_var)
+        slopes.append(
+            derivative_second_moments(phi, [branch_q])[0] / (q_prev if normalized else 1.0)
+        )
+        qs.append(q)
+        corrs.append(qab / q if q > 0 else math.nan)
+        q_prev, qab_prev = q, qab
+    grads = [readout_back_gain]  # Var(dL/dx_depth)
+    for layer in range(len(sigma_w2) - 1, 0, -1):  # dL/dx_{l-1} = dL/dx_l (I + alpha J_l)
+        grads.append(grads[-1] * (1 + alpha**2 * back_gain[layer] * slopes[layer]))
+    return {"theory_pre_var": qs, "theory_grad_h_var": grads[::-1], "theory_corr": corrs}

@@ -14,8 +14,9 @@ import torch
 from initbench.device import run_generator
 from initbench.engine import FIT_STREAM, correlate_pairs
 from initbench.grid import Grid, Run
-from initbench.initialize import biases, fill_biases, fill_targets, init_targets
+from initbench.initialize import fill_biases, fill_targets
 from initbench.lsuv import lsuv_module
+from initbench.targets import biases, init_targets
 
 
 def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:

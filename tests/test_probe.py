@@ -125,22 +125,38 @@ SCHEMES = [
 
 @pytest.mark.parametrize(
     "arch, activation",
-    [("mlp", "tanh"), ("mlp", "leaky_relu"), ("mlp", "sigmoid"), ("cnn", "relu"), ("cnn", "tanh")],
+    [
+        ("mlp", "tanh"),
+        ("mlp", "leaky_relu"),
+        ("mlp", "sigmoid"),
+        ("cnn", "relu"),
+        ("cnn", "tanh"),
+        ("resmlp", "relu"),
+        ("resmlp[norm=layer,alpha=0.5]", "tanh"),
+        ("resnet", "relu"),
+        ("resnet[norm=none]", "gelu"),
+        ("transformer[head_dim=4]", "gelu"),
+        ("transformer", "relu"),
+    ],
 )
 def test_vectorised_equals_per_run_loop(arch, activation):
-    grid = Grid(batch_size=16, image_size=6)
-    schemes = [s for s in SCHEMES if arch == "mlp" or not s.startswith("sparse")]
-    schemes += ["dirac"] if arch == "cnn" else ["eye"]
+    grid = Grid(batch_size=16, image_size=6, tokens=5)
+    images = arch.startswith(("cnn", "resnet"))
+    schemes = [s for s in SCHEMES if not (images and s.startswith("sparse"))]
+    schemes += ["dirac"] if images else ["eye"]
     runs = [
         _run(s, activation, arch, depth=3, width=8, seed=seed) for s in schemes for seed in (0, 5)
     ]
     layers = _layers(runs, grid)
+    # attention sums in another order in torch's MultiheadAttention: float32 rounding, which
+    # LSUV's rescaling compounds to a few 1e-4
+    rtol = 1e-3 if arch.startswith("transformer") else 2e-4
     for run in runs:
         expected = reference_probe(run, grid, layer_weights(run.cell, grid))
         got = layers.loc[run.id]
         for stat, values in expected.items():
             np.testing.assert_allclose(
-                got[stat].to_numpy(), values, rtol=2e-4, atol=1e-9, err_msg=f"{run.id} {stat}"
+                got[stat].to_numpy(), values, rtol=rtol, atol=1e-9, err_msg=f"{run.id} {stat}"
             )
 
 

@@ -29,7 +29,17 @@ def _runs(schemes, depth=3, width=16, seeds=(0, 1), act="relu", arch="mlp"):
     ]
 
 
-@pytest.mark.parametrize("optimizer, arch", [("sgd", "mlp"), ("adam", "mlp"), ("sgd", "cnn")])
+@pytest.mark.parametrize(
+    "optimizer, arch",
+    [
+        ("sgd", "mlp"),
+        ("adam", "mlp"),
+        ("sgd", "cnn"),
+        ("adam", "resmlp[norm=layer]"),
+        ("sgd", "resnet"),
+        ("adam", "transformer[head_dim=8]"),
+    ],
+)
 def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
     grid = Grid(
         dataset="digits",

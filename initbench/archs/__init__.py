@@ -82,6 +82,28 @@ register_arch(
     "initbench.archs.cnn:CNN",
     "3x3 Conv2d (circular padding) + act per hidden layer, global average pool, Linear",
 )
+register_arch(
+    "resmlp",
+    "initbench.archs.resmlp:ResMLP",
+    "residual stream of Linear blocks: x + alpha (W phi(norm(x)) + b); norm none or layer",
+    norm=("none", "layer"),
+    alpha=1.0,
+)
+register_arch(
+    "resnet",
+    "initbench.archs.resnet:ResNet",
+    "residual stream of 3x3 conv blocks on images: x + alpha conv(phi(BN(x))); norm batch "
+    "(batch statistics) or none",
+    norm=("batch", "none"),
+    alpha=1.0,
+)
+register_arch(
+    "transformer",
+    "initbench.archs.transformer:Transformer",
+    "pre-LN encoder blocks on token sequences (attention, then an N-4N-N mlp with the "
+    "activation), mean over tokens, Linear; heads of head_dim units",
+    head_dim=64,
+)
 
 
 def __getattr__(name: str) -> object:  # Arch, Inputs, Stacked load with torch, on first use

@@ -22,8 +22,9 @@ from torch import nn
 from initbench.activations import Activation
 from initbench.errors import UsageError
 from initbench.ids import format_id, parse_number
-from initbench.initialize import NORMS, biases, fill_biases, fill_targets, init_targets
+from initbench.initialize import fill_biases, fill_targets
 from initbench.schemes import Scheme
+from initbench.targets import NORMS, biases, init_targets
 
 
 class Axes(NamedTuple):
@@ -205,7 +206,9 @@ class Arch:
                 f"arch {self.name!r} takes parameters {sorted(self.params) or 'none'}, "
                 f"got {unknown}"
             )
-        self.values = {k: _parse(self.name, k, values.get(k, d), d) for k, d in self.params.items()}
+        self.values = {
+            k: _parse(self.name, k, values.get(k, _default(d)), d) for k, d in self.params.items()
+        }
 
     @property
     def id(self) -> str:

@@ -1,5 +1,18 @@
-"""Reports: the answer matrix, figures with the tidy data they draw, tables, HTML pages."""
+"""Reports: the answer matrix, figures with the tidy data they draw, tables, HTML pages.
 
-from initbench.report.html import publish, report
+``report`` and ``publish`` (:mod:`initbench.report.html`) are imported on first use, so
+the package's modules can import each other without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["publish", "report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("initbench.report.html"), name)
+    raise AttributeError(f"module 'initbench.report' has no attribute {name!r}")
