@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from initbench import histograms, theory
+from initbench import histograms, jacobian, theory
 from initbench.archs import Inputs, Stacked
 from initbench.data import Dataset
 from initbench.device import free_memory, is_out_of_memory, run_generator
@@ -212,7 +212,12 @@ def _compute(
         ],
         "probe_seconds": probe_seconds,
     }
+    spectra = pd.DataFrame(columns=SPECTRUM_COLUMNS)
     ids = [r.id for r in runs]
+    if grid.jacobian:
+        values = jacobian.singular_values(net, x)
+        columns.update(jacobian.summaries(values))
+        spectra = _spectrum_rows(ids, values)
     depth = cell0.depth
     layers = pd.DataFrame(
         {
@@ -266,7 +271,7 @@ def _compute(
         _hist_rows(ids, result, cell0)
         if result.hists is not None
         else pd.DataFrame(columns=HIST_COLUMNS),
-        pd.DataFrame(columns=SPECTRUM_COLUMNS),
+        spectra,
     )
 
 
@@ -291,6 +296,20 @@ def _theory(
     q1 = per_layer.get("theory_pre_var", [1.0])[0]
     scales = cell.arch.depth_scales(act, weights, cell.bias_var, q1 if math.isfinite(q1) else 1.0)
     return per_layer, scales
+
+
+def _spectrum_rows(run_ids: Sequence[str], values: torch.Tensor) -> pd.DataFrame:
+    """The non-empty singular-value bins of every run."""
+    counts, lo, hi = jacobian.histograms(values)
+    run, index = np.nonzero(counts)
+    return pd.DataFrame(
+        {
+            "run_id": np.asarray(run_ids)[run],
+            "lo": lo[index],
+            "hi": hi[index],
+            "count": counts[run, index],
+        }
+    )
 
 
 def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.DataFrame:

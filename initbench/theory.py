@@ -88,7 +88,9 @@ def grad_h_var(
     return out[::-1]
 
 
-_N2 = 60  # Gauss-Hermite nodes per axis for the two-input expectations
+_N2 = 200  # Gauss-Hermite nodes per axis for the two-input expectations (kinked activations
+# such as ReLU converge as 1/nodes: one step of the c-map within 6e-4 of the arc-cosine
+# kernel)
 _Z1, _Z2 = np.meshgrid(*[np.polynomial.hermite.hermgauss(_N2)[0] * np.sqrt(2.0)] * 2)
 _W2 = np.outer(*[np.polynomial.hermite.hermgauss(_N2)[1] / np.sqrt(np.pi)] * 2)
 _Z1_T, _Z2_T, _W2_T = (torch.tensor(a, dtype=torch.float64) for a in (_Z1, _Z2, _W2))
