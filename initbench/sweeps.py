@@ -29,6 +29,8 @@ def sweep(
     download: bool = False,
     executor: str = "local",
     ray_address: str | None = None,
+    kind: str = "sweep",
+    about: dict[str, Any] | None = None,
 ) -> Path:
     """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
 
@@ -48,6 +50,8 @@ def sweep(
         executor: ``local`` (this process) or ``ray`` (Ray tasks; see
             :mod:`initbench.executors.ray`).
         ray_address: the Ray cluster to use; None starts Ray on this machine.
+        kind: what the folder holds, for ``initbench report`` (``sweep``, ``phase``, ...).
+        about: more values for ``meta.json`` (what a ``phase`` sweep spans, ...).
 
     Returns:
         The sweep folder.
@@ -64,7 +68,8 @@ def sweep(
         meta = store.begin(
             grid.to_dict(),
             {
-                "kind": "sweep",
+                "kind": kind,
+                **(about or {}),
                 "initbench": __version__,
                 "git_commit": _git_commit(),
                 "deterministic": deterministic,
