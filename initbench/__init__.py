@@ -20,6 +20,7 @@ _EXPORTS = {
     "get_scheme": "initbench.schemes",
     "load": "initbench.store",
     "preset": "initbench.presets",
+    "probe_model": "initbench.modelprobe",
     "sweep": "initbench.sweeps",
 }
 

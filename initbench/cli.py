@@ -233,12 +233,58 @@ def _duration(seconds: float) -> str:
     return f"{max(seconds, 1):.0f} seconds"
 
 
+DEFAULT_PROBE_INPUT = "8x3x224x224"  # a batch of 8 ImageNet-sized images
+
+
+@app.command()
+def probe(
+    model: Annotated[
+        str, typer.Argument(help="torchvision:NAME or path/to/file.py:FACTORY.", metavar="MODEL")
+    ],
+    input_spec: Annotated[
+        str,
+        typer.Option(
+            "--input", metavar="SPEC", help="A shape (standard-normal batches) or a .pt file."
+        ),
+    ] = DEFAULT_PROBE_INPUT,
+    scheme: Annotated[
+        str | None, typer.Option(help="Re-initialize every weight first (default: as built).")
+    ] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="What the scheme's matched gains refer to (default relu).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Copies probed (re-initialized per seed).")] = 1,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-arg", metavar="KEY=VALUE", help="For the model's factory; repeatable."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Default: results/probe-<model name>.")] = None,
+) -> None:
+    """Per-module statistics of any model: output, gradient and weight variances."""
+    from initbench.modelprobe import model_name, probe_folder
+
+    folder = probe_folder(
+        model,
+        input_spec,
+        out or Path("results") / f"probe-{model_name(model)}",
+        scheme=scheme,
+        activation=activation,
+        seeds=seeds,
+        model_args=model_arg or [],
+        device=device,
+    )
+    typer.echo(f"module statistics in {folder / 'modules.parquet'}")
+
+
 @app.command("report")
 def report_cmd(
-    results_dir: Annotated[Path, typer.Argument(help="A sweep folder.")],
+    results_dir: Annotated[Path, typer.Argument(help="A sweep or probe folder.")],
     out: Annotated[Path | None, typer.Option(help="Default: RESULTS_DIR/report.")] = None,
 ) -> None:
-    """Write tables, plots and an HTML page for a sweep."""
+    """Write tables, plots and an HTML page for a sweep (or a probe)."""
     from initbench.report import report
 
     typer.echo(f"report in {report(results_dir, out)}")

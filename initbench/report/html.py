@@ -19,7 +19,7 @@ from initbench.report.tables import cell_tables, matrix
 from initbench.store import Results, load
 
 # what writes the page of each kind of results folder (meta.json's "kind")
-PAGES = {"sweep": "initbench.report.html:sweep_page"}
+PAGES = {"sweep": "initbench.report.html:sweep_page", "probe": "initbench.report.modules:page"}
 VERDICT_COLUMNS = [
     *CELL_KEYS,
     "scheme_id",
