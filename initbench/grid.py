@@ -203,12 +203,15 @@ class Grid:
         if self.jacobian:
             if not arch.supports_jacobian:
                 raise UsageError(
-                    f"--jacobian needs an arch with vector inputs (mlp, resmlp), got {arch.id}"
+                    f"--jacobian needs an arch that computes each sample on its own (not "
+                    f"BatchNorm's resnet), got {arch.id}"
                 )
-            if max(self.widths) > JACOBIAN_MAX_WIDTH:
+            features = math.prod(self.inputs(arch, max(self.widths)).sample)
+            if max(self.widths) > JACOBIAN_MAX_WIDTH or features > JACOBIAN_MAX_WIDTH:
                 raise UsageError(
-                    f"--jacobian is limited to widths up to {JACOBIAN_MAX_WIDTH} "
-                    f"(an exact N x N Jacobian per run), got {max(self.widths)}"
+                    f"--jacobian is limited to widths and inputs of up to {JACOBIAN_MAX_WIDTH} "
+                    f"values (an exact Jacobian per run), got width {max(self.widths)} and "
+                    f"{features} input values"
                 )
 
     @cached_property

@@ -1,7 +1,8 @@
 """Input-output Jacobian spectra of the hidden stack at initialization (Pennington et al. 2017).
 
 For each run, the exact Jacobian ``J = d h / d x`` of the hidden stack (everything before
-the readout: an mlp's last post-activation, a resmlp's stream) at a few probe samples,
+the readout: an mlp's or cnn's last post-activation, a residual stream) at a few probe
+samples, flattened (an image's channels and pixels are one vector),
 computed by forward-mode differentiation along every input direction at once
 (``torch.func.jvp`` under ``vmap``), then its singular values. Cost per run and sample:
 about ``d_in`` forward passes of one sample (``2 d_in N^2 depth`` FLOPs for an mlp of width
@@ -11,6 +12,7 @@ N) plus an SVD, ``O(N^3)``; memory ``O(d_in N)`` per run and sample. Hence a wid
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -29,28 +31,30 @@ def edges() -> np.ndarray:
 
 
 def singular_values(net: Stacked, x: torch.Tensor, samples: int = SAMPLES) -> torch.Tensor:
-    """Singular values ``(R, samples, min(N, d_in))`` of each run's hidden-stack Jacobian at
-    its first ``samples`` probe samples; ``x`` is the stacked probe batch ``(R, B, d_in)``."""
+    """Singular values ``(R, samples, min(features, d_in))`` of each run's hidden-stack
+    Jacobian at its first ``samples`` probe samples; ``x`` is the stacked probe batch
+    ``(R, B, *sample)``."""
     stages = net.stage_list[:-1]  # the last stage is the readout
 
     def hidden(inputs: torch.Tensor) -> torch.Tensor:
         state = net.enter(inputs)
         for stage in stages:
             state = stage.run(state, None)
-        return state
+        return net.features(state)  # (R, S, features)
 
     point = x[:, :samples].detach()
-    d_in = point.shape[-1]
-    basis = torch.eye(d_in, device=point.device, dtype=point.dtype)
-    directions = basis.view(d_in, 1, 1, d_in).expand(d_in, *point.shape)
+    sample = point.shape[2:]
+    d_in = math.prod(sample)
+    basis = torch.eye(d_in, device=point.device, dtype=point.dtype).view(d_in, 1, 1, *sample)
+    directions = basis.expand(d_in, *point.shape)
 
     def column(direction: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(hidden, (point,), (direction,))[1]
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-        columns = torch.func.vmap(column)(directions)  # (d_in, R, S, N)
-        jacobian = columns.permute(1, 2, 3, 0)  # (R, S, N, d_in)
+        columns = torch.func.vmap(column)(directions)  # (d_in, R, S, features)
+        jacobian = columns.permute(1, 2, 3, 0)  # (R, S, features, d_in)
         return torch.linalg.svdvals(jacobian)
 
 

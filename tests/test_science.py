@@ -136,7 +136,9 @@ def test_jacobian_spread_of_a_gaussian_linear_stack_grows_with_depth():
 def test_jacobian_needs_a_vector_arch_and_a_width_within_the_limit():
     from initbench.errors import UsageError
 
-    with pytest.raises(UsageError, match="vector inputs"):
-        Grid(archs=("cnn",), jacobian=True).runs()
-    with pytest.raises(UsageError, match="limited to widths up to 1024"):
+    with pytest.raises(UsageError, match="each sample on its own"):
+        Grid(archs=("resnet",), jacobian=True).runs()
+    with pytest.raises(UsageError, match="limited to widths and inputs of up to 1024"):
         Grid(widths=(2048,), jacobian=True).runs()
+    with pytest.raises(UsageError, match="1600 input values"):  # 16 channels of 10 x 10
+        Grid(archs=("cnn",), widths=(16,), image_size=10, jacobian=True).runs()

@@ -167,6 +167,10 @@ class Stacked(nn.Module):
         """The parameters whose joint gradient norm is layer ``layer``'s ``grad_w_norm``."""
         raise NotImplementedError
 
+    def features(self, state: torch.Tensor) -> torch.Tensor:
+        """A hidden state as ``(R, samples, features)``: one vector per run and sample."""
+        return state.flatten(2)
+
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
@@ -197,7 +201,7 @@ class Arch:
     name: ClassVar[str]
     doc: ClassVar[str] = ""
     params: ClassVar[dict[str, object]] = {}
-    supports_jacobian: ClassVar[bool] = False  # vector inputs, samples computed independently
+    supports_jacobian: ClassVar[bool] = False  # each sample computed on its own (no BatchNorm)
 
     def __init__(self, **values: str) -> None:
         unknown = sorted(set(values) - set(self.params))

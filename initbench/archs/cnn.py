@@ -37,6 +37,8 @@ def image_sample(x: torch.Tensor) -> torch.Tensor:
 
 
 class CNN(Arch):
+    supports_jacobian = True
+
     def synthetic_sample(self, width, image_size, tokens):
         return (width, image_size, image_size)
 
@@ -122,3 +124,6 @@ class StackedCNN(Stacked):
 
     def layer_params(self, layer: int) -> list[str]:
         return [f"{2 * (layer - 1)}.weight"]
+
+    def features(self, state: torch.Tensor) -> torch.Tensor:
+        return state.view(state.shape[0], self.runs, -1).transpose(0, 1)

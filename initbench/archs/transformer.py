@@ -60,6 +60,8 @@ class TransformerNet(nn.Module):
 
 
 class Transformer(Arch):
+    supports_jacobian = True
+
     def synthetic_sample(self, width, image_size, tokens):
         return (tokens, width)
 
