@@ -14,6 +14,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "Grid": "initbench.grid",
     "apply": "initbench.initialize",
+    "coord_check": "initbench.coord",
     "expand_schemes": "initbench.schemes",
     "get_activation": "initbench.activations",
     "get_arch": "initbench.archs",

@@ -279,6 +279,73 @@ def probe(
     typer.echo(f"module statistics in {folder / 'modules.parquet'}")
 
 
+@app.command()
+def coord(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in arch id (mlp, resmlp[norm=layer], ...) or path/to/file.py:FACTORY "
+            "whose factory takes width=.",
+            metavar="MODEL",
+        ),
+    ],
+    widths: Annotated[str, typer.Option(help="Comma list; at least 2 distinct.")] = (
+        "64,128,256,512"
+    ),
+    steps: Annotated[int, typer.Option(help="Optimizer steps after initialization.")] = 3,
+    seeds: Annotated[int, typer.Option(help="Copies per width.")] = 2,
+    scheme: Annotated[
+        str | None, typer.Option(help="Re-initialize every weight first (default: as built).")
+    ] = None,
+    activation: Annotated[
+        str, typer.Option(help="A built-in arch's nonlinearity; what matched gains refer to.")
+    ] = "relu",
+    depth: Annotated[
+        int | None, typer.Option(help="Hidden layers of a built-in arch (default 4).")
+    ] = None,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    input_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--input", metavar="SPEC", help="A factory's batch shape, w for the width: 32xw."
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(help="A built-in arch's batch size (default 64).")
+    ] = None,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-arg", metavar="KEY=VALUE", help="For the model's factory; repeatable."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Default: results/coord-<model name>.")] = None,
+) -> None:
+    """How every module's output scales with width, at init and after a few steps."""
+    from initbench.coord import coord_folder, parse_widths
+    from initbench.modelprobe import model_name
+
+    folder = coord_folder(
+        model,
+        parse_widths(widths),
+        out or Path("results") / f"coord-{model_name(model)}",
+        steps=steps,
+        seeds=seeds,
+        scheme=scheme,
+        activation=activation,
+        depth=depth,
+        optimizer=optimizer,
+        lr=lr,
+        input_spec=input_spec,
+        batch=batch,
+        model_args=model_arg or [],
+        device=device,
+    )
+    typer.echo(f"coordinates in {folder / 'coords.parquet'}, slopes in {folder / 'slopes.parquet'}")
+
+
 @app.command("report")
 def report_cmd(
     results_dir: Annotated[Path, typer.Argument(help="A sweep or probe folder.")],

@@ -160,9 +160,9 @@ def _probe_seed(
     device: torch.device,
 ) -> pd.DataFrame:
     generator = run_generator(seed)
-    net = _prepared(model)
+    net = prepare(copy.deepcopy(model))
     if scheme is not None:
-        data = _fit_batch(inputs, seed) if get_scheme(scheme).data_dependent else None
+        data = fit_batch(inputs, seed) if get_scheme(scheme).data_dependent else None
         net = net.cpu()  # schemes draw on the CPU generator
         apply(net, scheme, activation or "relu", generator=generator, data=data)
     net = net.to(device)
@@ -172,7 +172,7 @@ def _probe_seed(
         out = first_tensor(net(x.to(device)))
     except Exception as error:
         raise UsageError(
-            f"the model rejects input of shape {shape_text(x.shape)}: {_first_line(error)}"
+            f"the model rejects input of shape {shape_text(x.shape)}: {first_line(error)}"
         ) from error
     finally:
         recorder.remove()
@@ -184,9 +184,10 @@ def _probe_seed(
     return recorder.frame(seed)
 
 
-def _prepared(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` to probe: every output intact, train mode but for randomness."""
-    net = copy.deepcopy(model)
+def prepare(net: nn.Module) -> nn.Module:
+    """Sets ``net`` up to be probed, in place, and returns it: ``inplace`` off wherever a
+    module has it (every output stays intact), train mode, except dropout, drop-path and
+    ``nn.MultiheadAttention`` in eval mode (no random masks)."""
     net.train()
     for module in net.modules():
         if hasattr(module, "inplace"):
@@ -196,7 +197,7 @@ def _prepared(model: nn.Module) -> nn.Module:
     return net
 
 
-def _fit_batch(inputs: Inputs, seed: int) -> torch.Tensor:
+def fit_batch(inputs: Inputs, seed: int) -> torch.Tensor:
     """A data-dependent scheme's batch: the given one, or a standard-normal batch of its own
     drawn from the seed's fit stream (as in a sweep: it is not fitted on the probe batch)."""
     if isinstance(inputs, torch.Tensor):
@@ -286,7 +287,18 @@ def load_model(spec: str, model_args: Mapping[str, Any] | None = None) -> nn.Mod
     source, _, name = spec.rpartition(":")
     if not name or not (source == "torchvision" or source.endswith(".py")):
         raise UsageError(f"MODEL must be torchvision:NAME or path/to/file.py:FACTORY, got {spec!r}")
-    factory = _torchvision(name) if source == "torchvision" else _factory(Path(source), name)
+    factory = _torchvision(name) if source == "torchvision" else load_factory(Path(source), name)
+    return build_model(spec, factory, model_args)
+
+
+def build_model(
+    spec: str, factory: Callable[..., object], model_args: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Calls ``factory`` (the model ``spec`` names) with ``model_args``.
+
+    Raises:
+        UsageError: the factory raises, or returns something other than an ``nn.Module``.
+    """
     try:
         model = factory(**(model_args or {}))
     except Exception as error:
@@ -307,7 +319,13 @@ def _torchvision(name: str) -> Callable[..., object]:
     return partial(torchvision.models.get_model, name, weights=None)
 
 
-def _factory(path: Path, name: str) -> Callable[..., object]:
+def load_factory(path: Path, name: str) -> Callable[..., object]:
+    """Imports ``path`` (its folder importable while it loads) and returns its ``name``.
+
+    Raises:
+        UsageError: a missing file, a file that fails to import, a missing or non-callable
+            ``name`` (naming the callables the file defines).
+    """
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     module_name = f"initbench_model_{abs(hash(path.resolve()))}"
@@ -400,14 +418,15 @@ def shape_text(shape: tuple[int, ...] | torch.Size) -> str:
     return "x".join(str(size) for size in shape)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if none)."""
     lines = str(error).strip().splitlines()
     return lines[0].strip() if lines else type(error).__name__
 
 
 def _describe(error: BaseException) -> str:
     """``TypeError: its first line`` (the type alone when it says nothing)."""
-    line = _first_line(error)
+    line = first_line(error)
     return (
         type(error).__name__ if line == type(error).__name__ else f"{type(error).__name__}: {line}"
     )
@@ -443,10 +462,10 @@ def probe_folder(
     scheme_id = get_scheme(scheme).id if scheme else None
     activation = get_activation(activation or "relu").id if scheme else None
     where = resolve_device(device)
-    _check_out(out)
+    check_out(out, "probe")
     model = load_model(model_spec, args)
     use_full_float32()
-    started = _now()
+    started = now()
     frame = probe_model(model, inputs, scheme_id, activation, seeds, where)
     shape = inputs if isinstance(inputs, tuple) else tuple(inputs.shape)
     meta = {
@@ -460,25 +479,43 @@ def probe_folder(
         "seeds": seeds,
         "initbench": __version__,
         "started": started,
-        "finished": _now(),
+        "finished": now(),
     } | device_info(where)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_parquet(out / "modules.parquet", frame)
-        Store(out).write_meta(meta)
-    except OSError as error:
-        raise UsageError(f"cannot write to {out}: {error.strerror}") from None
+    write_results(out, {"modules": frame}, meta)
     return out
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path, kind: str) -> None:
+    """Refuses an output folder that is a file, or is not empty and holds no results of
+    ``kind`` (``meta.json``'s ``kind``), whose tables would be replaced.
+
+    Raises:
+        UsageError: naming the folder.
+    """
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {str(out)!r} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
         meta = Store(out).read_meta()
-        if meta is None or meta.get("kind") != "probe":
-            raise UsageError(f"{out} is not empty and holds no probe; choose another --out")
+        if meta is None or meta.get("kind") != kind:
+            raise UsageError(f"{out} is not empty and holds no {kind}; choose another --out")
 
 
-def _now() -> str:
+def write_results(out: Path, tables: Mapping[str, pd.DataFrame], meta: dict[str, Any]) -> None:
+    """Writes ``out/<name>.parquet`` for each table, then ``out/meta.json``, each to a
+    temporary name renamed into place.
+
+    Raises:
+        UsageError: the folder cannot be written.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            atomic_write_parquet(out / f"{name}.parquet", frame)
+        Store(out).write_meta(meta)
+    except OSError as error:
+        raise UsageError(f"cannot write to {out}: {error.strerror}") from None
+
+
+def now() -> str:
+    """The current UTC time, to the second, as ``meta.json``'s ``started`` and ``finished``."""
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -19,7 +19,11 @@ from initbench.report.tables import cell_tables, matrix
 from initbench.store import Results, load
 
 # what writes the page of each kind of results folder (meta.json's "kind")
-PAGES = {"sweep": "initbench.report.html:sweep_page", "probe": "initbench.report.modules:page"}
+PAGES = {
+    "sweep": "initbench.report.html:sweep_page",
+    "probe": "initbench.report.modules:page",
+    "coord": "initbench.report.coord:page",
+}
 VERDICT_COLUMNS = [
     *CELL_KEYS,
     "scheme_id",

@@ -49,15 +49,15 @@ TABLE_COLUMNS = {
 MAX_TICKS = 40  # module names on the x axis
 
 
-def aggregate(modules: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Per module call (:data:`KEYS`, in forward order): the mean, lowest and highest of
-    ``column`` over the seeds with a finite value; ``inf`` where every seed overflowed,
-    NaN where no seed has a value."""
+def aggregate(modules: pd.DataFrame, column: str, keys: list[str] = KEYS) -> pd.DataFrame:
+    """Per module call (``keys``, sorted: forward order by default): the mean, lowest and
+    highest of ``column`` over the seeds with a finite value; ``inf`` where every seed
+    overflowed, NaN where no seed has a value."""
     values = modules[column].astype(float)
-    keys = [modules[k] for k in KEYS]
-    finite = values.where(np.isfinite(values)).groupby(keys, sort=True)
+    groups = [modules[k] for k in keys]
+    finite = values.where(np.isfinite(values)).groupby(groups, sort=True)
     frame = pd.DataFrame({"value": finite.mean(), "lo": finite.min(), "hi": finite.max()})
-    exploded = (values == math.inf).groupby(keys, sort=True).any()
+    exploded = (values == math.inf).groupby(groups, sort=True).any()
     frame.loc[frame["value"].isna() & exploded, ["value", "lo", "hi"]] = math.inf
     return frame.reset_index()
 
