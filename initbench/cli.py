@@ -40,6 +40,7 @@ class Listing(StrEnum):
     archs = "archs"
     presets = "presets"
     datasets = "datasets"
+    reproductions = "reproductions"
 
 
 def split_list(value: str | None) -> list[str] | None:
@@ -93,6 +94,13 @@ def _listing(what: Listing) -> list[dict[str, object]]:
             {"name": n, "doc": doc, "runs": g.run_count(), "grid": g.to_dict()}
             for n, (doc, g) in PRESETS.items()
         ]
+    if what is Listing.reproductions:
+        from initbench.reproduce import REPRODUCTIONS
+
+        return [
+            {"name": r.name, "claim": r.claim, "citation": r.citation}
+            for r in REPRODUCTIONS.values()
+        ]
     from initbench.data import DATASETS
 
     return [
@@ -106,13 +114,19 @@ def list_cmd(
     what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.schemes,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List schemes, activations, archs, presets or datasets."""
+    """List schemes, activations, archs, presets, datasets or reproductions."""
     rows = _listing(what)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        extra = row.get("variants") or row.get("doc") or row.get("source") or row.get("gain", "")
+        extra = (
+            row.get("variants")
+            or row.get("doc")
+            or row.get("source")
+            or row.get("claim")
+            or row.get("gain", "")
+        )
         if isinstance(extra, list):
             extra = ", ".join(extra)
         typer.echo(f"{row['name']:<18} {extra}")
@@ -346,12 +360,99 @@ def coord(
     typer.echo(f"coordinates in {folder / 'coords.parquet'}, slopes in {folder / 'slopes.parquet'}")
 
 
+@app.command()
+def phase(
+    activation: Annotated[str, typer.Option(help="The activation (tanh, relu, ...).")] = "tanh",
+    sigma_w2: Annotated[
+        str, typer.Option("--sigma-w2", help="Weight variances: start:stop:count or a list.")
+    ] = "0.5:4:8",
+    sigma_b2: Annotated[
+        str, typer.Option("--sigma-b2", help="Bias variances: start:stop:count or a list.")
+    ] = "0.05",
+    depths: Annotated[str, typer.Option(help="Comma list of depths.")] = "4,8,16,32",
+    width: Annotated[int, typer.Option(help="Width of every net.")] = 128,
+    seeds: Annotated[int, typer.Option(help="Seeds per point.")] = 2,
+    dataset: Annotated[str | None, typer.Option(help="Probe/train on this dataset.")] = None,
+    train_steps: Annotated[int, typer.Option(help="Steps per run; 0: probe only.")] = 0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Default: results/phase-<activation>.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """A phase diagram over (sigma_w^2, sigma_b^2): measured against chi1 = 1 and 6 xi_c."""
+    from initbench.grid import Grid
+    from initbench.phase import parse_values, phase_grid
+
+    weights = parse_values(sigma_w2, "--sigma-w2")
+    biases = parse_values(sigma_b2, "--sigma-b2")
+    depth_list = tuple(int(d) for d in split_list(depths) or []) if _integers(depths) else None
+    if not depth_list:
+        raise UsageError(f"--depths must be a comma list of integers, got {depths!r}")
+    more = {"dataset": dataset, "train_steps": train_steps, "lr": lr}
+    grid = phase_grid(activation, weights, biases, depth_list, width, seeds, **more)
+    Grid.run_count(grid)  # names and sizes checked before torch loads
+    from initbench.phase import phase as run_phase
+
+    try:
+        path = run_phase(
+            activation,
+            weights,
+            biases,
+            depth_list,
+            out or Path("results") / f"phase-{activation}",
+            width=width,
+            seeds=seeds,
+            device=device,
+            progress=progress,
+            **more,
+        )
+    except KeyboardInterrupt:
+        typer.echo("initbench: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    typer.echo(f"results in {path}; initbench report {path} draws the phase diagram")
+
+
+def _integers(text: str) -> bool:
+    return all(part.strip().isdigit() for part in text.split(",") if part.strip())
+
+
+@app.command()
+def reproduce(
+    name: Annotated[
+        str | None, typer.Argument(help="A reproduction (initbench list reproductions).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Run every reproduction.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="The paper's size (hours; a GPU).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Default: results/reproduce[/NAME].")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Reproduce a classic result (he2015, glorot2010, ...) with its figures and verdict."""
+    from initbench import reproduce as catalog
+
+    if all_ == (name is not None):
+        raise UsageError("name one reproduction, or pass --all")
+    if name is not None:
+        catalog.get(name)
+        folder = out or Path("results") / "reproduce" / name
+        record = catalog.reproduce(name, folder, full=full, device=device, progress=progress)
+        word = "reproduced" if record["passed"] else "NOT reproduced"
+        typer.echo(f"{name}: {word} ({record['seconds']} s); report in {folder / 'report'}")
+        return
+    page = catalog.reproduce_all(
+        out or Path("results") / "reproduce", full=full, device=device, progress=progress
+    )
+    typer.echo(f"report in {page}")
+
+
 @app.command("report")
 def report_cmd(
-    results_dir: Annotated[Path, typer.Argument(help="A sweep or probe folder.")],
+    results_dir: Annotated[
+        Path, typer.Argument(help="A folder of sweep, probe, coord, phase or reproduce.")
+    ],
     out: Annotated[Path | None, typer.Option(help="Default: RESULTS_DIR/report.")] = None,
 ) -> None:
-    """Write tables, plots and an HTML page for a sweep (or a probe)."""
+    """Write the tables, figures and HTML page of a results folder."""
     from initbench.report import report
 
     typer.echo(f"report in {report(results_dir, out)}")

@@ -23,6 +23,9 @@ PAGES = {
     "sweep": "initbench.report.html:sweep_page",
     "probe": "initbench.report.modules:page",
     "coord": "initbench.report.coord:page",
+    "phase": "initbench.report.phase:page",
+    "reproduce": "initbench.report.reproduce:page",
+    "reproductions": "initbench.report.reproduce:overview",
 }
 VERDICT_COLUMNS = [
     *CELL_KEYS,
@@ -184,14 +187,16 @@ def summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
 def publish(
     sweep_dirs: list[str | Path], out: str | Path, asv_html: str | Path | None = None
 ) -> Path:
-    """Builds a static site: one report per sweep under ``out/<name>/``, and an index that
-    sets their recommendation matrices side by side.
+    """Builds a static site: one report per results folder under ``out/<name>/``, and an
+    index that sets the sweeps' recommendation matrices side by side and links the other
+    folders' pages (a folder of another kind is copied there whole, with its report in
+    ``out/<name>/report/``).
 
     ``asv_html`` (default ``results/asv/html`` when it exists) is copied to ``out/asv/`` and
     linked from the index.
     """
     if not sweep_dirs:
-        raise UsageError("publish needs at least one sweep folder")
+        raise UsageError("publish needs at least one results folder")
     loaded = [load(d) for d in sweep_dirs]  # every input checked before anything is written
     names = [Path(d).resolve().name for d in sweep_dirs]
     if len(set(names)) != len(names):
@@ -200,6 +205,13 @@ def publish(
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for results, name in zip(loaded, names, strict=True):
+        if results.kind != "sweep":
+            shutil.copytree(results.path, out / name, dirs_exist_ok=True)
+            report(out / name)
+            entries.append(
+                {"name": name, "kind": results.kind, "link": f"{name}/report/index.html"}
+            )
+            continue
         report(results.path, out / name)
         verdicts, trained = verdicts_of(results)
         columns, rows = matrix(verdicts, trained)
@@ -207,6 +219,8 @@ def publish(
         entries.append(
             {
                 "name": name,
+                "kind": "sweep",
+                "link": f"{name}/index.html",
                 "runs": len(cells),
                 "ok": int((cells["status"] == "ok").sum()),
                 "date": results.meta.get("finished") or results.meta.get("started"),
