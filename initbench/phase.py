@@ -26,13 +26,15 @@ def parse_values(text: str, what: str) -> tuple[float, ...]:
     try:
         if ":" in text:
             start, stop, count = text.split(":")
-            if not 1 <= int(count) <= MAX_POINTS:
-                raise UsageError(f"{what}: the count must be between 1 and {MAX_POINTS}")
-            values = tuple(float(v) for v in np.linspace(float(start), float(stop), int(count)))
+            bounds, points = (float(start), float(stop)), int(count)
         else:
             values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
+    except ValueError:  # a UsageError is a ValueError too: none is raised in here
         raise UsageError(f"{what} must be start:stop:count or a comma list, got {text!r}") from None
+    if ":" in text:
+        if not 1 <= points <= MAX_POINTS:
+            raise UsageError(f"{what}: the count must be between 1 and {MAX_POINTS}")
+        values = tuple(float(v) for v in np.linspace(*bounds, points))
     if not values:
         raise UsageError(f"{what} has no points")
     if any(not (v >= 0 and math.isfinite(v)) for v in values):
