@@ -1,13 +1,15 @@
 """initbench's probe speed as ratios measured in one run.
 
 1. Against a hand-written per-run loop in the tutorial's style (``nn.Sequential`` +
-   ``initialize_weights`` + forward hooks + ``.item()`` per layer) on the same grid.
-2. Against the machine's own matmul throughput (batch x width times width x width) at
-   width 1024, depth 20.
+   ``initialize_weights`` + forward hooks + ``.item()`` per statistic) on the same grid.
+2. Against the bound: the time no probe can beat, drawing every run's weights with
+   ``torch.nn.init`` on the CPU generator (which any probe must do: the numbers are the
+   same on every device) plus the grid's FLOPs at this machine's batched-matmul rate. It
+   prints the fraction of that bound initbench reaches (bound time / initbench time).
+3. Against the machine's matmul rate at width 1024, depth 20.
 
-Beside each width's speedup it prints the best any probe could do there: the loop's time
-over (drawing every run's weights with torch.nn.init, which both sides pay, plus the grid's
-matmul FLOPs at the machine's matmul rate).
+With ``--device cuda`` it also times the grid on the CPU (all cores) and prints the GPU's
+speedup over it and over the hand-written loop on the GPU.
 
 Usage: ``python benchmarks/perf_ratio.py [--device cpu|cuda] [--quick]``
 """
@@ -26,39 +28,43 @@ from initbench.device import prepare_process, resolve_device, run_generator, syn
 from initbench.grid import Grid
 from initbench.planning import plan_chunks
 
-LOOP_GRID = Grid(
+GRID = Grid(  # 6 initializers x 4 activations x 4 depths x 3 widths x 3 seeds = 864 runs
     schemes=(
-        "xavier_normal",
+        "xavier_normal[gain=unit]",
+        "xavier_normal[gain=matched]",
         "kaiming_normal[mode=fan_in,nonlinearity=matched]",
         "orthogonal[gain=matched]",
         "normal[std=0.01]",
+        "torch_default",
     ),
-    activations=("relu", "tanh"),
+    activations=("relu", "tanh", "sigmoid", "gelu"),
     depths=(5, 10, 20, 50),
     widths=(64, 128, 256),
     seeds=3,
     batch_size=256,
+    histograms=False,  # the loop draws no histograms: both sides do the same work
 )
 
 
-def initialize_weights(model: nn.Module, cell) -> None:
+def initialize_weights(model: nn.Module, run) -> None:
     """The tutorial's pattern: walk the modules and init each layer by its type."""
+    generator = run_generator(run.seed)
     for layer in model.modules():
         if isinstance(layer, nn.Linear):
-            cell.scheme.init(layer.weight.data, cell.activation, None)
+            run.cell.scheme.init(layer.weight.data, run.cell.activation, generator)
             nn.init.zeros_(layer.bias.data)
 
 
-def probe_one(cell, seed: int, batch: int, device: torch.device) -> list[float]:
+def probe_one(run, grid: Grid, device: torch.device) -> list[float]:
     """One run: build, init, forward with hooks, backward, ``.item()`` per statistic."""
-    torch.manual_seed(seed)
-    model = cell.arch.build(cell.depth, cell.width, cell.activation, LOOP_GRID.cell_inputs(cell))
-    initialize_weights(model, cell)
+    cell = run.cell
+    model = cell.arch.build(cell.depth, cell.width, cell.activation, grid.cell_inputs(cell))
+    initialize_weights(model, run)
     model.to(device)
     linears = [m for m in model if isinstance(m, nn.Linear)][:-1]
     pre: list[torch.Tensor] = []
     hooks = [layer.register_forward_hook(lambda m, i, o: pre.append(o)) for layer in linears]
-    out = model(torch.randn(batch, cell.width, device=device))
+    out = model(torch.randn(grid.batch_size, cell.width, device=device))
     for hook in hooks:
         hook.remove()
     stats: list[float] = []
@@ -76,7 +82,23 @@ def probe_one(cell, seed: int, batch: int, device: torch.device) -> list[float]:
 def hand_written_loop(grid: Grid, device: torch.device) -> None:
     """What a user writes without initbench: one model at a time, a host sync per value."""
     for run in grid.runs():
-        probe_one(run.cell, run.seed, grid.batch_size, device)
+        probe_one(run, grid, device)
+
+
+def initbench_sweep(grid: Grid, device: torch.device) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        initbench.sweep(grid, f"{tmp}/s", device=str(device), progress=False)
+
+
+def draw_weights(grid: Grid) -> None:
+    """The bound's drawing: every run's weights with torch.nn.init, one after another on
+    the CPU generator (what the loop does, and what any probe of these numbers must do)."""
+    for chunk in plan_chunks(grid.runs(), grid, torch.device("cpu")):
+        cell = chunk[0].cell
+        inputs = grid.cell_inputs(cell)
+        net = cell.arch.stack(len(chunk), cell.depth, cell.width, cell.activation, inputs)
+        for r, run in enumerate(chunk):
+            net.initialize(r, run.cell.scheme, run_generator(run.seed))
 
 
 def timed(fn, device: torch.device, repeat: int = 1) -> float:
@@ -90,83 +112,120 @@ def timed(fn, device: torch.device, repeat: int = 1) -> float:
     return best
 
 
-def initbench_sweep(grid: Grid, device: torch.device) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        initbench.sweep(grid, f"{tmp}/s", device=str(device), progress=False)
-
-
-def draw_weights(grid: Grid, device: torch.device) -> None:
-    """Only what both sides must do before any matmul: every run's torch.nn.init draws."""
-    for chunk in plan_chunks(grid.runs(), grid, device):
-        cell = chunk[0].cell
-        inputs = grid.cell_inputs(cell)
-        net = cell.arch.stack(len(chunk), cell.depth, cell.width, cell.activation, inputs, device)
-        for r, run in enumerate(chunk):
-            net.initialize(r, run.cell.scheme, run_generator(run.seed))
-
-
-def matmul_gflops(batch: int, width: int, device: torch.device, seconds: float = 2.0) -> float:
-    a = torch.randn(batch, width, device=device)
-    w = torch.randn(width, width, device=device)
-    for _ in range(3):
-        a @ w
+def bmm_flops(runs: int, batch: int, width: int, device: torch.device, seconds: float) -> float:
+    """This machine's batched-matmul rate (FLOP/s) on the probe's shapes."""
+    a = torch.randn(runs, batch, width, device=device)
+    w = torch.randn(runs, width, width, device=device)
+    torch.bmm(a, w)
     n, start = 0, time.perf_counter()
     synchronize(device)
     while time.perf_counter() - start < seconds:
-        for _ in range(10):
-            a @ w
-        n += 10
+        for _ in range(5):
+            torch.bmm(a, w)
+        n += 5
         synchronize(device)
-    return 2 * batch * width * width * n / (time.perf_counter() - start) / 1e9
+    return 2 * runs * batch * width * width * n / (time.perf_counter() - start)
+
+
+def bound(grid: Grid, device: torch.device) -> tuple[float, float]:
+    """The bound's two parts: drawing (seconds) and the FLOPs at the bmm rate (seconds)."""
+    draw = timed(lambda: draw_weights(grid), torch.device("cpu"))
+    runs = min(64, len(grid.runs()))
+    rate = bmm_flops(runs, grid.batch_size, max(grid.widths), device, seconds=0.5)
+    flops = sum(map(grid.flops_per_run, grid.cells())) * grid.seeds
+    return draw, flops / rate
+
+
+def floor(grid: Grid, device: torch.device) -> float:
+    """initbench's own floor: its drawing and the stacked forward and backward passes
+    alone, no statistics, no rows, no store (seconds)."""
+    from initbench.engine import initialize_runs
+
+    def run() -> None:
+        for chunk in plan_chunks(grid.runs(), grid, device):
+            cell = chunk[0].cell
+            inputs = grid.cell_inputs(cell)
+            net = cell.arch.stack(
+                len(chunk), cell.depth, cell.width, cell.activation, inputs, device
+            )
+            x, cotangent = initialize_runs(net, chunk, grid, inputs, None)
+            with torch.enable_grad():
+                out = net(x)
+                weights = [net.param(n) for n in net.names if n.endswith("weight")]
+                torch.autograd.grad(out, weights, grad_outputs=cotangent)
+
+    return timed(run, device)
+
+
+def measure(grid: Grid, device: torch.device) -> tuple[float, ...]:
+    """Seconds of the loop, of initbench, of the bound's drawing and matmuls, and of
+    initbench's own floor."""
+    t_loop = timed(lambda: hand_written_loop(grid, device), device)
+    t_ib = timed(lambda: initbench_sweep(grid, device), device)
+    return (t_loop, t_ib, *bound(grid, device), floor(grid, device))
+
+
+def report_line(label: str, runs: int, times: tuple[float, ...]) -> None:
+    t_loop, t_ib, draw, matmuls, least = times
+    limit = draw + matmuls
+    print(
+        f"{label}: hand-written loop {1000 * t_loop / runs:6.1f} ms/run, initbench "
+        f"{1000 * t_ib / runs:6.1f} ms/run, speedup {t_loop / t_ib:5.2f}x; bound "
+        f"{1000 * limit / runs:5.1f} ms/run (drawing {draw:5.2f} s + matmuls {matmuls:5.2f} s): "
+        f"no probe beats {t_loop / limit:4.2f}x; initbench reaches {limit / t_ib:4.0%} of the bound"
+    )
+    print(
+        f"{' ' * len(label)}  its own floor (drawing in parallel, forward and backward without "
+        f"statistics) {1000 * least / runs:5.1f} ms/run = {least / limit:4.0%} of the bound's "
+        f"time; initbench reaches {least / t_ib:4.0%} of its floor"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="fewer depths, for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="a small grid, for a smoke test")
     args = parser.parse_args()
     device = resolve_device(args.device)
     prepare_process(deterministic=False)  # what initbench.sweep sets: the loop gets it too
-    loop_grid = LOOP_GRID
+    grid = GRID
     if args.quick:
-        loop_grid = Grid.from_dict({"depths": [5], "widths": [64]}, LOOP_GRID)
+        grid = Grid.from_dict({"depths": [5], "widths": [64], "activations": ["relu"]}, GRID)
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(
-        f"grid: {len(loop_grid.runs())} runs, widths {loop_grid.widths}, depths {loop_grid.depths}"
-    )
-    initbench_sweep(Grid.from_dict({"depths": [2], "widths": [16]}, loop_grid), device)  # warm-up
-    for width in loop_grid.widths:
-        grid = Grid.from_dict({"widths": [width]}, loop_grid)
-        t_loop = timed(lambda g=grid: hand_written_loop(g, device), device)
-        t_ib = timed(lambda g=grid: initbench_sweep(g, device), device)
-        t_draw = timed(lambda g=grid: draw_weights(g, device), device)
-        t_flops = sum(map(grid.flops_per_run, grid.cells())) * grid.seeds
-        t_flops /= matmul_gflops(grid.batch_size, width, device, seconds=0.5) * 1e9
+    print(f"grid: {len(grid.runs())} runs, widths {grid.widths}, depths {grid.depths}")
+    initbench_sweep(Grid.from_dict({"depths": [2], "widths": [16]}, grid), device)  # warm-up
+    totals = [0.0] * 5
+    for width in grid.widths:
+        part = Grid.from_dict({"widths": [width]}, grid)
+        times = measure(part, device)
+        report_line(f"width {width:>4}", len(part.runs()), times)
+        totals = [a + b for a, b in zip(totals, times, strict=True)]
+    report_line("whole grid", len(grid.runs()), tuple(totals))
+    t_loop, t_ib = totals[0], totals[1]
+    if device.type == "cuda":
+        t_cpu = timed(lambda: initbench_sweep(grid, torch.device("cpu")), torch.device("cpu"))
         print(
-            f"width {width:>4}: hand-written loop {t_loop:7.2f} s, initbench {t_ib:6.2f} s, "
-            f"speedup {t_loop / t_ib:5.2f}x  (drawing weights {t_draw:5.2f} s, matmuls at peak "
-            f"{t_flops:5.2f} s: no probe beats {t_loop / (t_draw + t_flops):4.2f}x)"
+            f"whole grid on the GPU: {t_loop / t_ib:.1f}x the hand-written loop on the GPU, "
+            f"{t_cpu / t_ib:.1f}x initbench on this machine's CPU ({torch.get_num_threads()} "
+            "threads)"
         )
-    total_loop = timed(lambda: hand_written_loop(loop_grid, device), device)
-    total_ib = timed(lambda: initbench_sweep(loop_grid, device), device)
-    print(f"whole grid: speedup {total_loop / total_ib:.2f}x over the hand-written loop")
-
-    width, depth, batch = (256, 5, 256) if args.quick else (1024, 20, 256)
+    width, depth = (256, 5) if args.quick else (1024, 20)
     big = Grid(
         schemes=("kaiming_normal[mode=fan_in,nonlinearity=matched]",),
         activations=("relu",),
         depths=(depth,),
         widths=(width,),
         seeds=8,
-        batch_size=batch,
+        batch_size=256,
+        histograms=False,
     )
     flops = big.flops_per_run(big.cells()[0]) * len(big.runs())
     t_big = timed(lambda: initbench_sweep(big, device), device, repeat=3)
-    achieved = flops / t_big / 1e9
-    peak = matmul_gflops(batch, width, device)
+    achieved = flops / t_big
+    peak = bmm_flops(8, 256, width, device, seconds=1.0)
     print(
-        f"width {width}, depth {depth}, batch {batch}: initbench {achieved:.1f} GFLOP/s, "
-        f"matmul {peak:.1f} GFLOP/s, ratio {achieved / peak:.0%}"
+        f"width {width}, depth {depth}, batch 256: initbench {achieved / 1e9:.1f} GFLOP/s, "
+        f"batched matmul {peak / 1e9:.1f} GFLOP/s, ratio {achieved / peak:.0%}"
     )
 
 

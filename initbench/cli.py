@@ -161,6 +161,9 @@ def sweep(
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    rng: Annotated[
+        str, typer.Option(help="host (same numbers on every device), device, or auto.")
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(help="Sweep folder.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where datasets live.")] = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download.")] = False,
@@ -231,6 +234,7 @@ def sweep(
             download=download,
             executor=executor,
             ray_address=ray_address,
+            rng=rng,
         )
     except KeyboardInterrupt:  # caught here: typer would exit quietly
         typer.echo(

@@ -119,6 +119,24 @@ def run_generator(seed: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed + stream * DATA_SEED_OFFSET)
 
 
+DEVICE_SEED_OFFSET = 7_000_003  # the device generators' stream, apart from the host's
+
+
+def device_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A run's generator on the compute device (``--rng device``): the same distributions
+    as :func:`run_generator`'s, other numbers, no copy from the host."""
+    return torch.Generator(device=device).manual_seed(seed + DEVICE_SEED_OFFSET)
+
+
+def resolve_rng(rng: str, device: torch.device) -> str:
+    """``auto`` is ``device`` on GPUs and ``host`` elsewhere."""
+    if rng not in ("auto", "host", "device"):
+        raise UsageError(f"unknown rng {rng!r}; choose from auto, host, device")
+    if rng == "auto":
+        return "device" if device.type == "cuda" else "host"
+    return rng
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA (or host) out-of-memory error."""
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()

@@ -10,6 +10,7 @@ import functools
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,8 +20,9 @@ import torch
 from initbench import histograms, jacobian, theory
 from initbench.archs import Inputs, Stacked
 from initbench.data import Dataset
-from initbench.device import free_memory, is_out_of_memory, run_generator
+from initbench.device import device_generator, free_memory, is_out_of_memory, run_generator
 from initbench.grid import Cell, Grid, Run
+from initbench.initialize import finish_orthogonal
 from initbench.lsuv import lsuv_stack
 from initbench.probe import STATISTICS, ProbeResult, probe
 from initbench.schema import (
@@ -49,8 +51,10 @@ def compute_chunk(
     device: torch.device,
     dataset: Dataset | None,
     progress: Progress | None = None,
+    rng: str = "host",
 ) -> Records:
-    """Computes runs of one shape: init, probe, and (if the grid trains) training.
+    """Computes runs of one shape: init, probe, and (if the grid trains) training, drawing
+    with the ``host`` or the ``device`` generators (:func:`initialize_runs`).
 
     Runs the scheme cannot take are ``skipped``; an out-of-memory error marks the chunk
     ``oom`` and any other error ``failed``, each with a reason, so the sweep goes on.
@@ -67,7 +71,7 @@ def compute_chunk(
         progress.update(len(skipped))
     if todo:
         try:
-            records = records + _compute(todo, grid, device, dataset, shapes, progress)
+            records = records + _compute(todo, grid, device, dataset, shapes, progress, rng)
         except Exception as error:
             oom = is_out_of_memory(error)
             if oom:
@@ -90,35 +94,61 @@ def initialize_runs(
     grid: Grid,
     inputs: Inputs,
     dataset: Dataset | None,
+    rng: str = "host",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draws each run's weights, biases, probe batch and cotangent, then fits
     data-dependent schemes on a batch of their own.
 
-    Each run's CPU generator, seeded with its seed, draws in a fixed order: the weights
-    (model order), the biases (when ``bias_var > 0``), the probe batch (unless it is a
-    dataset's), then the cotangent; the numbers are the same on every device. Pairs of
-    probe samples (2i, 2i+1) get the grid's ``input_corr``. A data-dependent scheme fits on
-    a batch drawn from its own stream, and is measured on the probe batch like any other.
+    Each run has its own generator, seeded from its seed, that draws in a fixed order: the
+    weights (model order), the biases (when ``bias_var > 0``), the probe batch (unless it is
+    a dataset's), then the cotangent. With ``rng="host"`` it is a CPU generator (the numbers
+    are the same on every device); with ``"device"`` a generator on the compute device
+    seeded from another stream (the same distributions, other numbers, no host copy).
+    Runs draw in parallel threads when they draw on the CPU, and orthogonal weights take
+    their QRs in one batch per shape. Pairs of probe samples (2i, 2i+1) get the grid's
+    ``input_corr``. A data-dependent scheme fits on a batch drawn from its own stream and
+    is measured on the probe batch like any other.
 
     Returns:
         The stacked probe batch ``(R, B, *sample)`` and cotangent ``(R, B, classes)``.
     """
     device = net.device
+    draw_on = torch.device("cpu") if rng == "host" else device
     batch = grid.batch_size
     host = None
-    if device.type != "cpu":  # draw on the CPU, then copy: the same numbers everywhere
+    if draw_on != device:  # draw on the CPU, then copy: the same numbers everywhere
         host = {name: torch.empty(net.param(name).shape) for name in net.names}
-    xs, cotangents = [], []
-    for r, run in enumerate(runs):
-        generator = run_generator(run.seed, PROBE_STREAM)
-        net.initialize(r, run.cell.scheme, generator, run.cell.bias_var, host)
+    xs: list[torch.Tensor | None] = [None] * len(runs)
+    cotangents: list[torch.Tensor | None] = [None] * len(runs)
+    deferred: list[list] = [[] for _ in runs]
+
+    def draw(r: int) -> None:
+        run = runs[r]
+        if rng == "host":
+            generator = run_generator(run.seed, PROBE_STREAM)
+        else:
+            generator = device_generator(run.seed, device)
+        net.initialize(r, run.cell.scheme, generator, run.cell.bias_var, host, deferred[r])
         if dataset is None:
-            xs.append(
-                correlate_pairs(
-                    torch.randn(batch, *inputs.sample, generator=generator), grid.input_corr
-                )
-            )
-        cotangents.append(torch.randn(batch, inputs.classes, generator=generator))
+            x = torch.randn(batch, *inputs.sample, generator=generator, device=draw_on)
+            xs[r] = correlate_pairs(x, grid.input_corr)
+        cotangents[r] = torch.randn(batch, inputs.classes, generator=generator, device=draw_on)
+
+    threads = torch.get_num_threads()
+    shared = any(run.cell.scheme.global_rng for run in runs)  # sparse_ uses torch's own RNG
+    if draw_on.type == "cpu" and threads > 1 and len(runs) > 1 and not shared:
+        # one run per core: each thread's kernels single-threaded, or they fight for cores
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(draw, range(len(runs))))
+                finish_orthogonal([d for items in deferred for d in items], pool, threads)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        for r in range(len(runs)):
+            draw(r)
+        finish_orthogonal([item for items in deferred for item in items])
     if host is not None:
         with torch.no_grad():
             for name, buffer in host.items():
@@ -171,6 +201,7 @@ def _compute(
     dataset: Dataset | None,
     shapes: list[tuple[int, ...]],
     progress: Progress | None,
+    rng: str = "host",
 ) -> Records:
     cell0 = runs[0].cell
     inputs = grid.cell_inputs(cell0)
@@ -179,7 +210,7 @@ def _compute(
         progress.set_postfix_str(f"{label}: probe", refresh=False)
     start = time.perf_counter()
     net = cell0.arch.stack(len(runs), cell0.depth, cell0.width, cell0.activation, inputs, device)
-    x, cotangent = initialize_runs(net, runs, grid, inputs, dataset)
+    x, cotangent = initialize_runs(net, runs, grid, inputs, dataset, rng)
     result = probe(net, x, cotangent, hists=grid.histograms)
     probe_seconds = (time.perf_counter() - start) / len(runs)
     share = probe_share(grid, cell0)
@@ -199,7 +230,7 @@ def _compute(
     columns: dict[str, Any] = {
         "status": np.where(ok, "ok", "diverged"),
         "reason": np.where(ok, None, "non-finite activations or gradients at initialization"),
-        "rng": "host",
+        "rng": rng,
         "var_ratio": var_ratio,
         "grad_ratio": grad_ratio,
         "input_corr": result.input_corr,

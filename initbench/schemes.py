@@ -57,6 +57,11 @@ class Scheme:
         covers: the ``torch.nn.init`` functions this family exercises.
         gain: the gain the scheme uses for an activation (None: it takes no gain).
         extra: distribution parameters the moments do not fix (truncation, sparsity).
+        orthogonal: for schemes that end in ``torch.nn.init.orthogonal_``: the part of a
+            weight it fills and the gain (the rest prepared), so many weights' QRs can run
+            as one batch with the same draws (:func:`initbench.initialize.finish_orthogonal`).
+        global_rng: the initializer also draws from torch's global generator (``sparse_``):
+            runs cannot draw in parallel threads.
     """
 
     name: str
@@ -70,6 +75,8 @@ class Scheme:
     covers: tuple[str, ...] = field(default=())
     gain: GainFn | None = None
     extra: tuple[object, ...] = ()
+    orthogonal: Callable[[torch.Tensor, Activation], tuple[torch.Tensor, float]] | None = None
+    global_rng: bool = False
 
     @property
     def id(self) -> str:
@@ -337,6 +344,7 @@ def _orthogonal(gain: object = "unit") -> Scheme:
         kind="orthogonal",
         covers=("orthogonal_",),
         gain=lambda act: resolve_gain(setting, act),
+        orthogonal=lambda w, act: (w, resolve_gain(setting, act)),
     )
 
 
@@ -344,10 +352,14 @@ def _delta_orthogonal(gain: object = "unit") -> Scheme:
     """Xiao et al. 2018: an orthogonal matrix at the kernel's centre tap, zero elsewhere."""
     setting = _gain_setting(gain)
 
-    def fill(w: torch.Tensor, act: Activation, g: torch.Generator | None) -> None:
-        centre = tuple(k // 2 for k in w.shape[2:])
+    def centre(w: torch.Tensor, act: Activation) -> tuple[torch.Tensor, float]:
         w.zero_()
-        init.orthogonal_(w[(slice(None), slice(None), *centre)], resolve_gain(setting, act), g)
+        tap = tuple(k // 2 for k in w.shape[2:])
+        return w[(slice(None), slice(None), *tap)], resolve_gain(setting, act)
+
+    def fill(w: torch.Tensor, act: Activation, g: torch.Generator | None) -> None:
+        part, gain = centre(w, act)
+        init.orthogonal_(part, gain, g)
 
     def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
         taps = math.prod(shape[2:])
@@ -362,6 +374,7 @@ def _delta_orthogonal(gain: object = "unit") -> Scheme:
         kind="delta_orthogonal",
         dims=(3, 4, 5),
         gain=lambda act: resolve_gain(setting, act),
+        orthogonal=centre,
     )
 
 
@@ -436,6 +449,7 @@ def _sparse(sparsity: float = 0.1, std: float = 0.01) -> Scheme:
         dims=(2,),
         covers=("sparse_",),
         extra=(sparsity,),
+        global_rng=True,
     )
 
 
@@ -464,6 +478,7 @@ def _lsuv() -> Scheme:
         theory=False,
         kind="lsuv",
         data_dependent=True,
+        orthogonal=lambda w, act: (w, 1.0),
     )
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 from initbench import __version__
 from initbench.data import load_dataset
-from initbench.device import device_info, limit_gpu_memory, prepare_process, resolve_device
+from initbench.device import (
+    device_info,
+    limit_gpu_memory,
+    prepare_process,
+    resolve_device,
+    resolve_rng,
+)
+from initbench.errors import UsageError
 from initbench.executors import get_executor
 from initbench.grid import Grid
 from initbench.planning import plan_chunks
@@ -31,6 +38,7 @@ def sweep(
     ray_address: str | None = None,
     kind: str = "sweep",
     about: dict[str, Any] | None = None,
+    rng: str = "auto",
 ) -> Path:
     """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
 
@@ -52,12 +60,15 @@ def sweep(
         ray_address: the Ray cluster to use; None starts Ray on this machine.
         kind: what the folder holds, for ``initbench report`` (``sweep``, ``phase``, ...).
         about: more values for ``meta.json`` (what a ``phase`` sweep spans, ...).
+        rng: ``host`` (each run's CPU generator: the same numbers on every device),
+            ``device`` (generators on the compute device) or ``auto`` (device on GPUs).
 
     Returns:
         The sweep folder.
     """
     runs = grid.runs()
     torch_device = resolve_device(device)
+    rng = resolve_rng(rng, torch_device)
     chosen = get_executor(executor, ray_address)
     dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
     prepare_process(deterministic)
@@ -65,6 +76,12 @@ def sweep(
         limit_gpu_memory(gpu_memory_fraction, torch_device)
     with chosen:  # connects before the store is touched: a bad address writes nothing
         store = Store(out)
+        earlier = store.read_meta() if Path(out).is_dir() else None
+        if earlier and earlier.get("rng", rng) != rng:
+            raise UsageError(
+                f"{out} was swept with --rng {earlier['rng']}: resume it with --rng "
+                f"{earlier['rng']} (another generator gives other numbers)"
+            )
         meta = store.begin(
             grid.to_dict(),
             {
@@ -75,6 +92,7 @@ def sweep(
                 "deterministic": deterministic,
                 "gpu_memory_fraction": gpu_memory_fraction,
                 "executor": executor,
+                "rng": rng,
                 "runs": len(runs),
                 "started": _now(),
             }
@@ -91,6 +109,7 @@ def sweep(
             deterministic=deterministic,
             data_dir=data_dir,
             progress=bar,
+            rng=rng,
         )
         done = len(runs) - len(todo)
         try:

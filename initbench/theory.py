@@ -8,6 +8,7 @@ al. 2017) the pre-activation second moment follows ``q_1 = sigma_w^2 E[x^2]`` an
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
@@ -25,6 +26,12 @@ _W = torch.tensor(_WEIGHTS / np.sqrt(np.pi), dtype=torch.float64)
 def expect(f: Elementwise, q: float = 1.0) -> float:
     """Returns ``E[f(sqrt(q) z)]`` for ``z ~ N(0, 1)``."""
     return float((f(_Z * np.sqrt(q)) * _W).sum())
+
+
+@functools.lru_cache(maxsize=1 << 16)  # cells of one sweep share most steps of their maps
+def second_moment(phi: Elementwise, q: float) -> float:
+    """``E[phi(sqrt(q) z)^2]`` for ``z ~ N(0, 1)``."""
+    return float((phi(_Z * np.sqrt(q)).square() * _W).sum())
 
 
 def derivative_second_moments(phi: Elementwise, q: Sequence[float]) -> list[float]:
@@ -54,7 +61,7 @@ def pre_var(
     qs: list[float] = []
     q_in = input_second_moment
     for layer, s2 in enumerate(sigma_w2):
-        q = s2 * (q_in if layer == 0 else expect(lambda h: phi(h) ** 2, q_in)) + bias_var
+        q = s2 * (q_in if layer == 0 else second_moment(phi, q_in)) + bias_var
         qs.append(q)
         q_in = q
     return qs
@@ -91,17 +98,19 @@ def grad_h_var(
 _N2 = 200  # Gauss-Hermite nodes per axis for the two-input expectations (kinked activations
 # such as ReLU converge as 1/nodes: one step of the c-map within 6e-4 of the arc-cosine
 # kernel)
-_Z1, _Z2 = np.meshgrid(*[np.polynomial.hermite.hermgauss(_N2)[0] * np.sqrt(2.0)] * 2)
-_W2 = np.outer(*[np.polynomial.hermite.hermgauss(_N2)[1] / np.sqrt(np.pi)] * 2)
-_Z1_T, _Z2_T, _W2_T = (torch.tensor(a, dtype=torch.float64) for a in (_Z1, _Z2, _W2))
+_AXIS_NODES, _AXIS_WEIGHTS = np.polynomial.hermite.hermgauss(_N2)
+_ZA = torch.tensor(_AXIS_NODES * np.sqrt(2.0), dtype=torch.float64)
+_WA = torch.tensor(_AXIS_WEIGHTS / np.sqrt(np.pi), dtype=torch.float64)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # cells of one sweep share most steps of their maps
 def cross_moment(phi: Elementwise, q: float, c: float) -> float:
     """``E[phi(u1) phi(u2)]`` for ``u1, u2 ~ N(0, q)`` with correlation ``c``."""
     c = min(max(c, -1.0), 1.0)
-    u1 = _Z1_T * np.sqrt(q)
-    u2 = (c * _Z1_T + np.sqrt(1.0 - c * c) * _Z2_T) * np.sqrt(q)
-    return float((phi(u1) * phi(u2) * _W2_T).sum())
+    scale = np.sqrt(q)
+    first = phi(_ZA * scale) * _WA  # u1 on one axis
+    u2 = (c * _ZA.unsqueeze(1) + np.sqrt(1.0 - c * c) * _ZA.unsqueeze(0)) * scale
+    return float(first @ (phi(u2) @ _WA))
 
 
 def pair_corr(
@@ -135,21 +144,33 @@ def pair_corr(
 
 def variance_map(phi: Elementwise, sigma_w2: float, bias_var: float) -> Callable[[float], float]:
     """``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``: one hidden layer's forward map."""
-    return lambda q: sigma_w2 * expect(lambda h: phi(h) ** 2, q) + bias_var
+    return lambda q: sigma_w2 * second_moment(phi, q) + bias_var
 
 
-def fixed_point(f: Callable[[float], float], start: float, steps: int = 5000) -> float:
-    """Iterates ``f`` from ``start`` until it settles: ``inf`` if it grows without bound, 0
-    if it creeps down towards a fixed point at 0 (``f(0) = 0``) without reaching it."""
-    x = start
-    for _ in range(steps):
-        nxt = f(x)
-        if not math.isfinite(nxt) or nxt > 1e30:
+def fixed_point(phi: Elementwise, sigma_w2: float, bias_var: float, start: float) -> float:
+    """The variance fixed point that iterating ``q -> V(q)`` from ``start`` reaches (V of
+    :func:`variance_map`, increasing in q): the nearest root of ``V(q) - q`` in the
+    direction V moves, found on a grid of q spanning 2^-25 to 2^25 times ``start`` and refined
+    by bisection; 0 where the iteration creeps down to a root at 0, ``inf`` where it grows
+    without bound."""
+    grid = start * 2.0 ** (torch.arange(-200, 201, dtype=torch.float64) / 8)
+    moments = (phi(grid.sqrt().unsqueeze(1) * _Z) ** 2 * _W).sum(1)
+    gap = (sigma_w2 * moments + bias_var - grid).tolist()  # V(q) - q along the grid
+    values = grid.tolist()
+    vmap = variance_map(phi, sigma_w2, bias_var)
+    here = 200
+    if abs(gap[here]) <= 1e-12 * max(1.0, start):
+        return start
+    step = -1 if gap[here] < 0 else 1
+    index = here
+    while 0 <= index + step <= 400 and (gap[index + step] < 0) == (gap[here] < 0):
+        index += step
+    if not 0 <= index + step <= 400:  # no root on the grid in that direction
+        if step > 0:
             return math.inf
-        if abs(nxt - x) <= 1e-12 * max(1.0, abs(x)):
-            return nxt
-        x = nxt
-    return 0.0 if x < start and f(0.0) == 0.0 else x
+        return 0.0 if bias_var == 0 else _root(lambda q: vmap(q) - q, 0.0, values[0])
+    lo, hi = sorted((values[index], values[index + step]))
+    return _root(lambda q: vmap(q) - q, lo, hi)
 
 
 def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
@@ -177,11 +198,18 @@ def depth_scales(
         depth scales ``xi_q = -1 / log V'(q*)`` and ``xi_c = -1 / log C'(c*)`` (``inf``
         where the slope is 1: at criticality).
     """
+    return dict(_depth_scales(phi, sigma_w2, bias_var, q_start))
+
+
+@functools.lru_cache(maxsize=4096)
+def _depth_scales(
+    phi: Elementwise, sigma_w2: float, bias_var: float, q_start: float
+) -> tuple[tuple[str, float], ...]:
     vmap = variance_map(phi, sigma_w2, bias_var)
-    q_star = fixed_point(vmap, q_start)
+    q_star = fixed_point(phi, sigma_w2, bias_var, q_start)
     if not math.isfinite(q_star):
         nan = dict.fromkeys(("c_star", "chi1", "xi_q", "xi_c"), math.nan)
-        return {"q_star": math.inf, **nan}
+        return tuple({"q_star": math.inf, **nan}.items())
     chi1 = sigma_w2 * derivative_second_moments(phi, [max(q_star, 1e-300)])[0]
     dq = max(q_star, 1e-6) * 1e-4
     lo = max(q_star - dq, 0.0)
@@ -196,13 +224,13 @@ def depth_scales(
         c_star = _root(lambda c: cmap(c) - c, -1.0 if cmap(-1.0) > -1.0 else 0.0, 1 - 1e-9)
         dc = 1e-4
         slope_c = (cmap(c_star + dc) - cmap(c_star - dc)) / (2 * dc)
-    return {
-        "q_star": q_star,
-        "c_star": c_star,
-        "chi1": chi1,
-        "xi_q": _scale(slope_q),
-        "xi_c": _scale(slope_c),
-    }
+    return (
+        ("q_star", q_star),
+        ("c_star", c_star),
+        ("chi1", chi1),
+        ("xi_q", _scale(slope_q)),
+        ("xi_c", _scale(slope_c)),
+    )
 
 
 def _scale(slope: float) -> float:
@@ -273,7 +301,7 @@ def residual_stream(
     for s2 in sigma_w2:
         branch_q = 1.0 if normalized else q_prev
         c_prev = qab_prev / q_prev if q_prev > 0 else 1.0
-        q = q_prev + alpha**2 * (s2 * expect(lambda h: phi(h) ** 2, branch_q) + bias_var)
+        q = q_prev + alpha**2 * (s2 * second_moment(phi, branch_q) + bias_var)
         qab = qab_prev + alpha**2 * (s2 * cross_moment(phi, branch_q, c_prev) + bias_var)
         slopes.append(
             derivative_second_moments(phi, [branch_q])[0] / (q_prev if normalized else 1.0)

@@ -43,6 +43,14 @@ class Axes(NamedTuple):
         """Reducing over these gives one value per run and unit."""
         return tuple(sorted((self.batch, *self.positions)))
 
+    def vector(self) -> tuple[int, ...]:
+        """Reducing over these gives one value per run and sample (a sample's vector)."""
+        return tuple(sorted((*self.positions, self.units)))
+
+    def vector_reduced_batch(self) -> int:
+        """Where the batch axis sits once :meth:`vector` is reduced."""
+        return self.batch - sum(d < self.batch for d in self.vector())
+
 
 ROWS = Axes(run=0, batch=1, positions=(), units=2)  # (R, B, N): mlp layers, every readout
 
@@ -124,15 +132,25 @@ class Stacked(nn.Module):
         generator: torch.Generator | None,
         bias_var: float = 0.0,
         into: dict[str, torch.Tensor] | None = None,
+        deferred: list | None = None,
     ) -> None:
         """Draws run ``run``'s weights (model order), then its biases, with ``generator``.
 
         ``into`` maps parameter names to stacked host buffers to fill instead of the
-        parameters themselves (then copied over by the caller).
+        parameters themselves (then copied over by the caller); with ``deferred``,
+        orthogonal QRs wait for :func:`~initbench.initialize.finish_orthogonal`.
         """
         stacks = into or {name: self.param(name) for name in self.names}
         params = {name: stacks[name][run] for name in self.names}
-        fill_targets(params, self.targets, scheme, self.activation, generator, fallback=True)
+        fill_targets(
+            params,
+            self.targets,
+            scheme,
+            self.activation,
+            generator,
+            fallback=True,
+            deferred=deferred,
+        )
         fill_biases(params, self.bias_names, bias_var, generator)
         for name, value in self.norm_params.items():
             params[name].fill_(value)
@@ -268,8 +286,10 @@ class Arch:
         layers 1..depth: the tensors the probe's ``pre_*`` statistics describe."""
         raise NotImplementedError
 
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (archs are few and live for the process)
     def template(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
-        """The plain module on the meta device: its parameters' names and shapes, no data."""
+        """The plain module on the meta device: its parameters' names and shapes, no data
+        (shared: never changed)."""
         with torch.device("meta"):
             return self.build(depth, width, activation, inputs)
 

@@ -36,6 +36,7 @@ class Executor(Protocol):
         deterministic: bool,
         data_dir: str | Path | None,
         progress: Progress | None,
+        rng: str,
     ) -> Iterator[Records]: ...
 
 

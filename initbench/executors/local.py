@@ -30,6 +30,7 @@ class LocalExecutor:
         deterministic: bool,
         data_dir: str | Path | None,
         progress: Progress | None,
+        rng: str,
     ) -> Iterator[Records]:
         for chunk in chunks:
-            yield compute_chunk(chunk, grid, device, dataset, progress)
+            yield compute_chunk(chunk, grid, device, dataset, progress, rng)

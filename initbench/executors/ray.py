@@ -58,6 +58,7 @@ def _task(
     deterministic: bool,
     data_dir: str | None,
     compute: Compute | None,
+    rng: str = "host",
 ) -> Records:
     """Body of one Ray task: set up this worker like the local executor, then compute."""
     import ray
@@ -71,7 +72,9 @@ def _task(
     grid, runs_by_id = _grid(grid_json)
     runs = [runs_by_id[run_id] for run_id in run_ids]
     dataset = _dataset(grid.dataset, data_dir)
-    return (compute or compute_chunk)(runs, grid, torch.device(device), dataset)
+    if compute is not None:  # a test's stand-in
+        return compute(runs, grid, torch.device(device), dataset)
+    return compute_chunk(runs, grid, torch.device(device), dataset, rng=rng)
 
 
 def connect(address: str | None) -> bool:
@@ -142,6 +145,7 @@ class RayExecutor:
         deterministic: bool = False,
         data_dir: str | Path | None = None,
         progress: Progress | None = None,
+        rng: str = "host",
     ) -> Iterator[Records]:
         """Computes ``chunks`` as Ray tasks and yields each one's records as it finishes
         (progress advances as chunks return: tasks report nothing while they run). Each
@@ -164,7 +168,7 @@ class RayExecutor:
                 while todo and len(pending) < in_flight:
                     chunk = todo.pop()
                     args = [r.id for r in chunk], str(device), deterministic, dir_name
-                    pending[task.remote(grid_json, *args, self.compute)] = chunk
+                    pending[task.remote(grid_json, *args, self.compute, rng)] = chunk
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 chunk = pending.pop(ready)
                 try:
