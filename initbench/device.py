@@ -112,7 +112,7 @@ def keep_freed_memory() -> bool:
 
 
 def run_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """The CPU generator of one run: weights, then the probe batch, then the cotangent.
+    """A CPU generator of one run, one per stream (weights, data order, ...).
 
     Drawing on the CPU makes a run's numbers the same whatever device computes it.
     """
@@ -122,10 +122,11 @@ def run_generator(seed: int, stream: int = 0) -> torch.Generator:
 DEVICE_SEED_OFFSET = 7_000_003  # the device generators' stream, apart from the host's
 
 
-def device_generator(seed: int, device: torch.device) -> torch.Generator:
+def device_generator(seed: int, device: torch.device, stream: int = 0) -> torch.Generator:
     """A run's generator on the compute device (``--rng device``): the same distributions
     as :func:`run_generator`'s, other numbers, no copy from the host."""
-    return torch.Generator(device=device).manual_seed(seed + DEVICE_SEED_OFFSET)
+    seed += DEVICE_SEED_OFFSET + stream * DATA_SEED_OFFSET
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def resolve_rng(rng: str, device: torch.device) -> str:

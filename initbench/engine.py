@@ -34,7 +34,9 @@ from initbench.schema import (
 )
 from initbench.store import Records
 
-PROBE_STREAM, FIT_STREAM = 0, 2  # the run's generator streams (training's data order is 1)
+# the run's generator streams: weights (and biases), training's data order, a data-dependent
+# scheme's fitting batch, the probe batch and cotangent (the same for every scheme: paired)
+WEIGHT_STREAM, FIT_STREAM, INPUT_STREAM = 0, 2, 3
 
 
 class Progress(Protocol):
@@ -99,11 +101,12 @@ def initialize_runs(
     """Draws each run's weights, biases, probe batch and cotangent, then fits
     data-dependent schemes on a batch of their own.
 
-    Each run has its own generator, seeded from its seed, that draws in a fixed order: the
-    weights (model order), the biases (when ``bias_var > 0``), the probe batch (unless it is
-    a dataset's), then the cotangent. With ``rng="host"`` it is a CPU generator (the numbers
-    are the same on every device); with ``"device"`` a generator on the compute device
-    seeded from another stream (the same distributions, other numbers, no host copy).
+    Each run has its own generators, seeded from its seed: one draws the weights (model
+    order), then the biases (when ``bias_var > 0``); another the probe batch (unless it is a
+    dataset's), then the cotangent, so every scheme sees the same batch and cotangent at a
+    seed (comparisons between schemes are paired). With ``rng="host"`` they are CPU
+    generators (the numbers are the same on every device); with ``"device"`` generators on
+    the compute device (the same distributions, other numbers, no host copy).
     Runs draw in parallel threads when they draw on the CPU, and orthogonal weights take
     their QRs in one batch per shape. Pairs of probe samples (2i, 2i+1) get the grid's
     ``input_corr``. A data-dependent scheme fits on a batch drawn from its own stream and
@@ -125,14 +128,16 @@ def initialize_runs(
     def draw(r: int) -> None:
         run = runs[r]
         if rng == "host":
-            generator = run_generator(run.seed, PROBE_STREAM)
+            weights, data = (run_generator(run.seed, s) for s in (WEIGHT_STREAM, INPUT_STREAM))
         else:
-            generator = device_generator(run.seed, device)
-        net.initialize(r, run.cell.scheme, generator, run.cell.bias_var, host, deferred[r])
+            weights, data = (
+                device_generator(run.seed, device, s) for s in (WEIGHT_STREAM, INPUT_STREAM)
+            )
+        net.initialize(r, run.cell.scheme, weights, run.cell.bias_var, host, deferred[r])
         if dataset is None:
-            x = torch.randn(batch, *inputs.sample, generator=generator, device=draw_on)
+            x = torch.randn(batch, *inputs.sample, generator=data, device=draw_on)
             xs[r] = correlate_pairs(x, grid.input_corr)
-        cotangents[r] = torch.randn(batch, inputs.classes, generator=generator, device=draw_on)
+        cotangents[r] = torch.randn(batch, inputs.classes, generator=data, device=draw_on)
 
     threads = torch.get_num_threads()
     shared = any(run.cell.scheme.global_rng for run in runs)  # sparse_ uses torch's own RNG

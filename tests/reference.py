@@ -12,7 +12,7 @@ import math
 import torch
 
 from initbench.device import run_generator
-from initbench.engine import FIT_STREAM, correlate_pairs
+from initbench.engine import FIT_STREAM, INPUT_STREAM, WEIGHT_STREAM, correlate_pairs
 from initbench.grid import Grid, Run
 from initbench.initialize import fill_biases, fill_targets
 from initbench.lsuv import lsuv_module
@@ -24,16 +24,17 @@ def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torc
     cell = run.cell
     inputs = grid.cell_inputs(cell)
     model = cell.arch.build(cell.depth, cell.width, cell.activation, inputs)
-    generator = run_generator(run.seed)
+    generator = run_generator(run.seed, WEIGHT_STREAM)
     params = dict(model.named_parameters())
-    with torch.no_grad():  # the engine's draw order: weights, biases, batch, cotangent
+    with torch.no_grad():  # the engine's draw order: weights, then biases; batch, cotangent
         fill_targets(
             params, init_targets(model), cell.scheme, cell.activation, generator, fallback=True
         )
         fill_biases(params, biases(model), cell.bias_var, generator)
-    x = torch.randn(grid.batch_size, *inputs.sample, generator=generator)
+    data = run_generator(run.seed, INPUT_STREAM)
+    x = torch.randn(grid.batch_size, *inputs.sample, generator=data)
     x = correlate_pairs(x, grid.input_corr)
-    cotangent = torch.randn(grid.batch_size, inputs.classes, generator=generator)
+    cotangent = torch.randn(grid.batch_size, inputs.classes, generator=data)
     if cell.scheme.data_dependent:
         fit = torch.randn(
             grid.batch_size, *inputs.sample, generator=run_generator(run.seed, FIT_STREAM)

@@ -112,3 +112,28 @@ def test_device_rng_draws_the_same_distributions_as_the_host_rng(tmp_path):
         error = np.hypot(stats["host"]["sem"], stats["device"]["sem"])
         assert (gap < 4 * error).all(), (column, (gap / error).max())
         assert (error < 0.2 * stats["host"]["mean"].abs()).all()  # the test has power
+
+
+def test_every_scheme_sees_the_same_probe_batch_and_cotangent_at_a_seed():
+    """Paired comparisons: the batch and cotangent come from their own stream, so schemes
+    that use up different amounts of the weights' stream still share them."""
+    from initbench.engine import initialize_runs
+
+    grid = Grid(
+        schemes=("uniform[a=-0.05,b=0.05]", "orthogonal", "sparse", "xavier_normal"),
+        activations=("tanh",),
+        depths=(3,),
+        widths=(16,),
+        seeds=2,
+        batch_size=8,
+    )
+    runs = grid.runs()
+    cell = runs[0].cell
+    inputs = grid.cell_inputs(cell)
+    for rng in ("host", "device"):
+        net = cell.arch.stack(len(runs), cell.depth, cell.width, cell.activation, inputs)
+        x, cotangent = initialize_runs(net, runs, grid, inputs, None, rng)
+        for r, run in enumerate(runs):
+            first = next(i for i, other in enumerate(runs) if other.seed == run.seed)
+            assert torch.equal(x[r], x[first]) and torch.equal(cotangent[r], cotangent[first])
+        assert not torch.equal(x[0], x[1])  # seeds 0 and 1 differ
