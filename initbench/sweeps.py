@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def sweep(
     Returns:
         The sweep folder.
     """
+    began = time.perf_counter()
     runs = grid.runs()
     torch_device = resolve_device(device)
     rng = resolve_rng(rng, torch_device)
@@ -122,10 +124,10 @@ def sweep(
         except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
             bar.close()
             with contextlib.suppress(OSError):  # the error on its way out is the one to see
-                _finish(store, meta, "interrupted")
+                _finish(store, meta, "interrupted", time.perf_counter() - began)
             raise
         bar.close()
-        _finish(store, meta, "finished")
+        _finish(store, meta, "finished", time.perf_counter() - began)
         return Path(out)
 
 
@@ -147,11 +149,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _finish(store: Store, meta: dict[str, Any], how: str) -> None:
-    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta."""
+def _finish(store: Store, meta: dict[str, Any], how: str, seconds: float) -> None:
+    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta, with
+    ``seconds``: the time spent computing, over every session of a resumed sweep."""
     store.compact()
     meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
-    store.write_meta(meta | {how: _now()})
+    seconds += float(meta.get("seconds", 0.0))
+    store.write_meta(meta | {how: _now(), "seconds": round(seconds, 3)})
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):

@@ -254,7 +254,7 @@ def summary(meta: dict) -> list[tuple[str, str]]:
     started, finished = meta.get("started"), meta.get("finished")
     if started and finished:
         elapsed = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
-        lines.append(("wall time", f"{elapsed.total_seconds():,.0f} s"))
+        lines.append(("wall time", fmt.duration(elapsed.total_seconds())))
     return lines
 
 

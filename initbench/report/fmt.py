@@ -63,3 +63,13 @@ def number(value: float, half: float = math.nan) -> str:
         return MISSING
     text = f"{value:.3g}"
     return f"{text} ± {half:.2g}" if _finite(half) else text
+
+
+def duration(seconds: float) -> str:
+    """A time span: ``40 s``, ``12 minutes``, ``3 hours``, ``2 days`` (whole units)."""
+    if not _finite(seconds):
+        return MISSING
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{max(seconds, 1):.0f} s"

@@ -259,8 +259,8 @@ def summary(meta: dict) -> list[tuple[str, str]]:
     ]
     started, finished = meta.get("started"), meta.get("finished")
     if started and finished:
-        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).seconds
-        lines.append(("wall time", f"{seconds:,} s"))
+        elapsed = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+        lines.append(("wall time", fmt.duration(elapsed.total_seconds())))
     return lines
 
 
