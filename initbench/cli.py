@@ -91,8 +91,13 @@ def _listing(what: Listing) -> list[dict[str, object]]:
         from initbench.presets import PRESETS
 
         return [
-            {"name": n, "doc": doc, "runs": g.run_count(), "grid": g.to_dict()}
-            for n, (doc, g) in PRESETS.items()
+            {
+                "name": p.name,
+                "doc": p.doc,
+                "runs": sum(g.run_count() for g in p.parts.values()),
+                "parts": {name: g.to_dict() for name, g in p.parts.items()},
+            }
+            for p in PRESETS.values()
         ]
     if what is Listing.reproductions:
         from initbench.reproduce import REPRODUCTIONS
@@ -176,13 +181,15 @@ def sweep(
     yes: Annotated[bool, typer.Option("--yes", help="Run a grid estimated at >12 hours.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Run a sweep (resumes when OUT holds the same grid)."""
-    from initbench.grid import Grid
-    from initbench.presets import preset as get_preset
+    """Run a sweep (resumes when OUT holds the same grid).
 
-    grid = get_preset(preset) if preset else Grid()
-    if config is not None:
-        grid = Grid.from_toml(config, grid)
+    A preset with parts (the atlas) sweeps each part into OUT/PART.
+    """
+    from initbench.grid import Grid
+    from initbench.presets import get_preset
+
+    chosen = get_preset(preset) if preset else None
+    parts = chosen.parts if chosen else {"": Grid()}
     flags = {
         "schemes": split_list(schemes),
         "activations": split_list(activations),
@@ -201,54 +208,68 @@ def sweep(
         "optimizer": optimizer,
         "lr": lr,
     }
-    grid = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
-    grid.run_count()  # names and sizes checked before torch loads: bad input answers at once
+    grids = {}
+    for name, grid in parts.items():
+        if config is not None:
+            grid = Grid.from_toml(config, grid)
+        grids[name] = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
+        grids[name].run_count()  # names and sizes checked before torch loads: answers at once
+    import time
+
     from initbench.device import describe_device, resolve_device
     from initbench.planning import estimate_seconds
+    from initbench.report.fmt import duration
     from initbench.store import Store
     from initbench.sweeps import sweep as run_sweep
 
-    runs = len(grid.runs())
     torch_device = resolve_device(device)
-    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
-    finished = len(Store(out).finished_run_ids()) if (out / "meta.json").exists() else 0
-    seconds = estimate_seconds(grid, torch_device, runs - finished)
     where = describe_device(torch_device)
+    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
+    folders = {name: out / name if chosen and not chosen.single else out for name in grids}
+    total = left = seconds = 0.0
+    for name, grid in grids.items():
+        runs = len(grid.runs())
+        folder = folders[name]
+        finished = len(Store(folder).finished_run_ids()) if (folder / "meta.json").exists() else 0
+        total, left = total + runs, left + runs - finished
+        seconds += estimate_seconds(grid, torch_device, runs - finished)
     if seconds > LARGE_GRID_SECONDS and not yes:
         raise UsageError(
-            f"this grid has {runs:,} runs, about {_duration(seconds)} on {where}; "
+            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where}; "
             "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
         )
     if progress:
-        left = f", {runs - finished:,} to go" if finished else ""
-        typer.echo(f"sweep {out}: {runs:,} runs{left}, about {_duration(seconds)} on {where}")
-    try:
-        path = run_sweep(
-            grid,
-            out,
-            device=device,
-            progress=progress,
-            deterministic=deterministic,
-            gpu_memory_fraction=gpu_memory_fraction,
-            data_dir=data_dir,
-            download=download,
-            executor=executor,
-            ray_address=ray_address,
-            rng=rng,
-        )
-    except KeyboardInterrupt:  # caught here: typer would exit quietly
+        to_go = f", {left:,.0f} to go" if left < total else ""
+        parted = f" in {len(grids)} parts" if len(grids) > 1 else ""
         typer.echo(
-            f"initbench: interrupted; finished runs are in {out}, run again to resume", err=True
+            f"sweep {out}: {total:,.0f} runs{parted}{to_go}, about {duration(seconds)} on {where}"
         )
-        sys.exit(130)
-    typer.echo(f"results in {path}")
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.0f} {unit}"
-    return f"{max(seconds, 1):.0f} seconds"
+    began = time.perf_counter()
+    for name, grid in grids.items():
+        about = {"preset": preset, "part": name} if chosen and not chosen.single else None
+        try:
+            run_sweep(
+                grid,
+                folders[name],
+                device=device,
+                progress=progress,
+                deterministic=deterministic,
+                gpu_memory_fraction=gpu_memory_fraction,
+                data_dir=data_dir,
+                download=download,
+                executor=executor,
+                ray_address=ray_address,
+                rng=rng,
+                about=about,
+            )
+        except KeyboardInterrupt:  # caught here: typer would exit quietly
+            typer.echo(
+                f"initbench: interrupted; finished runs are in {out}, run again to resume",
+                err=True,
+            )
+            sys.exit(130)
+    took = f" ({duration(time.perf_counter() - began)})" if progress else ""
+    typer.echo(f"results in {out}{took}")
 
 
 DEFAULT_PROBE_INPUT = "8x3x224x224"  # a batch of 8 ImageNet-sized images
@@ -464,7 +485,7 @@ def report_cmd(
 
 @app.command("publish")
 def publish_cmd(
-    sweep_dirs: Annotated[list[Path], typer.Argument(help="Sweep folders.")],
+    sweep_dirs: Annotated[list[Path], typer.Argument(help="Results folders (any kind).")],
     out: Annotated[Path, typer.Option(help="Site folder.")] = Path("site"),
     asv_html: Annotated[Path | None, typer.Option(help="asv's html folder.")] = None,
 ) -> None:
