@@ -269,9 +269,15 @@ def read_table(
     return pa.concat_tables(batches, promote_options="permissive").to_pandas()
 
 
+def _read_whole(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+
 def load(path: str | Path) -> Results:
     """Loads a results folder written by :func:`initbench.sweep` (or ``initbench probe``,
-    ``coord``, ``phase``, ``reproduce``).
+    ``coord``, ``phase``, ``reproduce``), or a site written by ``initbench publish``: its
+    aggregated ``cells`` and ``layers`` (per cell, and per cell and layer: means and
+    intervals over seeds).
 
     Raises:
         UsageError: the folder is missing, holds no sweep, or its tables are unreadable.
@@ -283,8 +289,11 @@ def load(path: str | Path) -> Results:
     if meta is None:
         raise UsageError(f"{str(root)!r} is not a sweep folder (no meta.json)")
     try:
-        keep = _latest_attempts(root)
-        tables = {t: read_table(root, t, keep=keep) for t in TABLES}
+        if meta.get("kind") == "site":  # a published site's store: aggregated, no shards
+            tables = {t: _read_whole(root / f"{t}.parquet") for t in TABLES}
+        else:
+            keep = _latest_attempts(root)
+            tables = {t: read_table(root, t, keep=keep) for t in TABLES}
         other = {
             path.stem: pd.read_parquet(path)
             for path in sorted(root.glob("*.parquet"))

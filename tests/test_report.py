@@ -266,6 +266,30 @@ def test_pages_fit_the_screen(browser, real_report, tmp_path, width):
         page.close()
 
 
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [390, 1400])
+def test_published_atlas_in_a_real_browser(browser, width):
+    """results/atlas opens from disk with no errors and no network, fits the screen, and
+    its filters narrow every matrix to the chosen cells."""
+    atlas = ROOT / "results" / "atlas" / "index.html"
+    if not atlas.exists():
+        pytest.skip("results/atlas not published")
+    page, errors = _open(browser, atlas, width)
+    assert errors == []
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    form = page.query_selector("form.filters")
+    table = page.query_selector(f"#{form.get_attribute('data-matrix')}")
+    rows = table.query_selector_all("tbody tr")
+    depth = rows[0].get_attribute("data-depth")
+    form.query_selector('select[name="depth"]').select_option(depth)
+    shown = [r for r in rows if r.is_visible()]
+    assert shown and all(r.get_attribute("data-depth") == depth for r in shown)
+    assert len(shown) < len(rows)
+    assert form.query_selector(".count").inner_text() == f"{len(shown)} of {len(rows)} cells"
+    page.close()
+
+
 def test_example_meta_is_the_default_preset():
     meta = json.loads((EXAMPLE / "meta.json").read_text())
     assert meta["kind"] == "sweep" and "finished" in meta

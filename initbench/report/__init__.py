@@ -1,7 +1,7 @@
 """Reports: the answer matrix, figures with the tidy data they draw, tables, HTML pages.
 
-``report`` and ``publish`` (:mod:`initbench.report.html`) are imported on first use, so
-the package's modules can import each other without a cycle.
+``report`` (:mod:`initbench.report.html`) and ``publish`` (:mod:`initbench.report.site`)
+are imported on first use, so the package's modules can import each other without a cycle.
 """
 
 from __future__ import annotations
@@ -14,5 +14,6 @@ __all__ = ["publish", "report"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(importlib.import_module("initbench.report.html"), name)
+        module = "initbench.report.site" if name == "publish" else "initbench.report.html"
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'initbench.report' has no attribute {name!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ PAGES = {
     "phase": "initbench.report.phase:page",
     "reproduce": "initbench.report.reproduce:page",
     "reproductions": "initbench.report.reproduce:overview",
+    "site": "initbench.report.site:site_page",
 }
 VERDICT_COLUMNS = [
     *CELL_KEYS,
@@ -46,6 +46,7 @@ def env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters["number"] = fmt.number
+    environment.filters["duration"] = fmt.duration
     return environment
 
 
@@ -65,7 +66,7 @@ def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
         UsageError: not a results folder, or one with no finished runs.
     """
     results = load(results_dir)
-    out = Path(out) if out else results.path / "report"
+    out = Path(out) if out else results.path / ("" if results.kind == "site" else "report")
     if results.kind not in PAGES:
         raise UsageError(f"{results.path} holds results of an unknown kind {results.kind!r}")
     module, _, function = PAGES[results.kind].partition(":")
@@ -177,74 +178,6 @@ def summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
         ("versions", f"torch {meta.get('torch')}, initbench {meta.get('initbench')}"),
         ("date", str(meta.get("finished") or meta.get("started"))),
     ]
-    started, finished = meta.get("started"), meta.get("finished")
-    if started and finished:
-        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).seconds
-        lines.append(("wall time", f"{seconds:,} s"))
+    if meta.get("seconds") is not None:
+        lines.append(("compute time", fmt.duration(float(meta["seconds"]))))
     return lines
-
-
-def publish(
-    sweep_dirs: list[str | Path], out: str | Path, asv_html: str | Path | None = None
-) -> Path:
-    """Builds a static site: one report per results folder under ``out/<name>/``, and an
-    index that sets the sweeps' recommendation matrices side by side and links the other
-    folders' pages (a folder of another kind is copied there whole, with its report in
-    ``out/<name>/report/``).
-
-    ``asv_html`` (default ``results/asv/html`` when it exists) is copied to ``out/asv/`` and
-    linked from the index.
-    """
-    if not sweep_dirs:
-        raise UsageError("publish needs at least one results folder")
-    loaded = [load(d) for d in sweep_dirs]  # every input checked before anything is written
-    names = [Path(d).resolve().name for d in sweep_dirs]
-    if len(set(names)) != len(names):
-        raise UsageError(f"sweep folders must have different names, got {', '.join(names)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for results, name in zip(loaded, names, strict=True):
-        if results.kind != "sweep":
-            shutil.copytree(results.path, out / name, dirs_exist_ok=True)
-            report(out / name)
-            entries.append(
-                {"name": name, "kind": results.kind, "link": f"{name}/report/index.html"}
-            )
-            continue
-        report(results.path, out / name)
-        verdicts, trained = verdicts_of(results)
-        columns, rows = matrix(verdicts, trained)
-        cells = results.cells
-        entries.append(
-            {
-                "name": name,
-                "kind": "sweep",
-                "link": f"{name}/index.html",
-                "runs": len(cells),
-                "ok": int((cells["status"] == "ok").sum()),
-                "date": results.meta.get("finished") or results.meta.get("started"),
-                "device": results.meta.get("device_name") or results.meta.get("device"),
-                "grid": summary(cells, results.meta),
-                "columns": columns,
-                "rows": rows,
-                "trained": trained,
-            }
-        )
-    asv_link = None
-    asv_source = Path(asv_html) if asv_html else Path("results/asv/html")
-    if (asv_source / "index.html").exists():
-        shutil.copytree(asv_source, out / "asv", dirs_exist_ok=True)
-        asv_link = "asv/index.html"
-    page = (
-        env()
-        .get_template("site.html.j2")
-        .render(
-            title="initbench results",
-            entries=entries,
-            asv_link=asv_link,
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-    )
-    (out / "index.html").write_text(page)
-    return out / "index.html"

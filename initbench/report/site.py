@@ -1,0 +1,191 @@
+"""A published site: a report per results folder, the aggregated store of its sweeps
+(per cell: the verdicts and each number's mean and 95% interval over seeds; per cell and
+layer: each statistic's), and an index page drawn from that store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from initbench.errors import UsageError
+from initbench.probe import STATISTICS
+from initbench.report.classify import CELL_KEYS
+from initbench.report.html import env, report, summary, verdicts_of
+from initbench.report.tables import matrix
+from initbench.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
+from initbench.store import Results, atomic_write_bytes, atomic_write_parquet, load
+
+# the cells columns the store keeps as mean and interval over a cell's ok runs (the
+# verdicts already carry final_test_acc and steps_to_target with their intervals)
+CELL_NUMBERS = [
+    c
+    for c, dtype in CELL_COLUMNS.items()
+    if dtype == "float64"
+    and c not in ("gain_value", "bias_var", "final_test_acc", "steps_to_target", "diverged_step")
+    and not c.endswith("seconds")
+    and c != "seconds_per_step"
+]
+KINDS = {
+    "probe": "per-module probe of a model",
+    "coord": "width scaling check",
+    "phase": "phase diagram",
+    "reproduce": "reproduction of a classic result",
+    "reproductions": "reproductions of classic results",
+}
+
+
+def mean_interval(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Per group of ``keys``: each column's mean, and the 95% t-interval's ends
+    (``<column>_mean``, ``_lo``, ``_hi``) over the group's rows. Missing values are left
+    out; an infinite one makes the mean infinite and the interval missing; one row gives
+    no interval."""
+    grouped = frame.groupby(keys, sort=True, dropna=False)[columns]
+    mean, std, count = grouped.mean(), grouped.std(), grouped.count()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = std * stats.t.ppf(0.975, (count - 1).where(count > 1)) / np.sqrt(count)
+    out = {}
+    for column in columns:
+        out[f"{column}_mean"] = mean[column]
+        out[f"{column}_lo"] = mean[column] - half[column]
+        out[f"{column}_hi"] = mean[column] + half[column]
+    return pd.DataFrame(out).astype("float32").reset_index()
+
+
+def aggregate(results: Results, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One sweep's rows of the site's store: ``cells`` (per cell and scheme: the verdicts,
+    then the mean and interval of each number over its ok runs) and ``layers`` (per cell,
+    scheme and layer: each statistic's mean and interval, and the theory)."""
+    verdicts, _ = verdicts_of(results)
+    keys = [*CELL_KEYS, "scheme_id"]
+    ok = results.cells[results.cells["status"] == "ok"].copy()
+    ok["bias_var"] = ok["bias_var"].fillna(0.0)
+    names = results.cells[[*keys, "scheme", "gain"]].copy()
+    names["bias_var"] = names["bias_var"].fillna(0.0)
+    cells = (
+        verdicts.merge(names.drop_duplicates(keys), on=keys, how="left")
+        .merge(mean_interval(ok, keys, CELL_NUMBERS), on=keys, how="left")
+        .assign(sweep=name)
+    )
+    per_layer = results.layers.merge(ok[[*keys, "run_id"]], on="run_id")
+    layers = mean_interval(per_layer, [*keys, "layer"], list(STATISTICS))
+    theory = per_layer.groupby([*keys, "layer"], sort=True, dropna=False)[THEORY_COLUMNS].mean()
+    layers = layers.merge(theory.astype("float32").reset_index(), on=[*keys, "layer"])
+    first = ["sweep", *keys, "scheme", "gain"]
+    cells = cells[[*first, *(c for c in cells.columns if c not in first)]]
+    return cells, layers.assign(sweep=name)[["sweep", *layers.columns]]
+
+
+def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | None = None) -> Path:
+    """Builds a static site: one report per results folder under ``out/<name>/``, the
+    aggregated store of its sweeps (``meta.json``, ``cells.parquet``, ``layers.parquet``:
+    :func:`initbench.load` reads it) and an index drawn from that store, which sets the
+    sweeps' answer matrices side by side and links the other folders' pages (a folder of
+    another kind is copied there whole, with its report in ``out/<name>/report/``).
+
+    ``asv_html`` (default ``results/asv/html`` when it exists) is copied to ``out/asv/`` and
+    linked from the index.
+    """
+    if not folders:
+        raise UsageError("publish needs at least one results folder")
+    loaded = [load(d) for d in folders]  # every input checked before anything is written
+    names = [Path(d).resolve().name for d in folders]
+    if len(set(names)) != len(names):
+        raise UsageError(f"results folders must have different names, got {', '.join(names)}")
+    for results in loaded:
+        if results.kind == "sweep" and results.cells.empty:
+            raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, cells, layers = [], [], []
+    for results, name in zip(loaded, names, strict=True):
+        if results.kind != "sweep":
+            shutil.copytree(results.path, out / name, dirs_exist_ok=True)
+            report(out / name)
+            entries.append(
+                {"name": name, "kind": results.kind, "link": f"{name}/report/index.html"}
+            )
+            continue
+        report(results.path, out / name)
+        sweep_cells, sweep_layers = aggregate(results, name)
+        cells.append(sweep_cells)
+        layers.append(sweep_layers)
+        meta = results.meta
+        entries.append(
+            {
+                "name": name,
+                "kind": "sweep",
+                "link": f"{name}/index.html",
+                "runs": len(results.cells),
+                "ok": int((results.cells["status"] == "ok").sum()),
+                "date": meta.get("finished") or meta.get("started"),
+                "device": meta.get("device_name") or meta.get("device"),
+                "seconds": meta.get("seconds"),
+                "preset": meta.get("preset"),
+                "part": meta.get("part"),
+                "trained": bool(meta.get("grid", {}).get("train_steps"))
+                and not results.curves.empty,
+                "grid": summary(results.cells, meta),
+            }
+        )
+    asv_link = None
+    asv_source = Path(asv_html) if asv_html else Path("results/asv/html")
+    if (asv_source / "index.html").exists():
+        shutil.copytree(asv_source, out / "asv", dirs_exist_ok=True)
+        asv_link = "asv/index.html"
+    for table, frames in (("cells", cells), ("layers", layers)):
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        atomic_write_parquet(out / f"{table}.parquet", frame)
+    meta = {
+        "kind": "site",
+        "schema_version": SCHEMA_VERSION,
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "entries": entries,
+        "asv_link": asv_link,
+    }
+    atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=2, default=str).encode())
+    return site_page(load(out), out)
+
+
+def site_page(results: Results, out: Path) -> Path:
+    """The index of a published site, from its store: ``out/index.html``."""
+    from initbench.presets import PRESETS
+
+    meta = results.meta
+    sweeps = []
+    for entry in meta["entries"]:
+        if entry["kind"] != "sweep":
+            continue
+        verdicts = results.cells[results.cells["sweep"] == entry["name"]]
+        columns, rows = matrix(verdicts, entry["trained"])
+        sweeps.append(entry | {"columns": columns, "rows": rows})
+    presets = {}
+    for entry in sweeps:
+        if entry.get("preset") in PRESETS:
+            found = PRESETS[entry["preset"]]
+            whole = PRESETS.get(found.whole) if found.whole else None
+            presets[found.name] = {"preset": found, "whole": whole}
+    page = (
+        env()
+        .get_template("site.html.j2")
+        .render(
+            title="initbench results",
+            sweeps=sweeps,
+            presets=list(presets.values()),
+            others=[
+                e | {"about": KINDS.get(e["kind"], e["kind"])}
+                for e in meta["entries"]
+                if e["kind"] != "sweep"
+            ],
+            asv_link=meta.get("asv_link"),
+            generated=meta.get("generated"),
+        )
+    )
+    path = Path(out) / "index.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,175 @@
+"""A published site: its aggregated store against the raw runs, its index against that
+store, presets with parts, and the published atlas."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import initbench
+from initbench.presets import PRESETS, Preset
+from initbench.probe import STATISTICS
+from initbench.report import publish, report
+from initbench.report.html import verdicts_of
+
+ROOT = Path(__file__).parents[1]
+ATLAS = ROOT / "results" / "atlas"
+KEYS = ["activation", "arch", "depth", "width", "bias_var", "scheme_id"]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    grid = initbench.Grid(
+        schemes=("xavier_normal", "normal[std=0.01]", "eye"),
+        activations=("tanh", "relu"),
+        depths=(3, 5),
+        widths=(12,),
+        seeds=3,
+        batch_size=32,
+    )
+    initbench.sweep(grid, root / "probe", device="cpu", progress=False)
+    trained = initbench.Grid.from_dict(
+        {"depths": [3], "dataset": "digits", "train_steps": 20, "eval_every": 10}, grid
+    )
+    initbench.sweep(trained, root / "trained", device="cpu", progress=False)
+    publish([root / "probe", root / "trained"], root / "out")
+    return root
+
+
+def test_store_means_and_intervals_are_those_of_the_runs(site):
+    raw = initbench.load(site / "probe")
+    stored = initbench.load(site / "out")
+    assert stored.kind == "site"
+    layers = stored.layers[stored.layers["sweep"] == "probe"].set_index([*KEYS, "layer"])
+    ok = raw.cells[raw.cells["status"] == "ok"].set_index("run_id")
+    checked = 0
+    for (scheme, activation, depth), runs in ok.groupby(["scheme_id", "activation", "depth"]):
+        values = np.stack(
+            [
+                raw.layers[raw.layers["run_id"] == r].sort_values("layer")["pre_var"]
+                for r in runs.index
+            ]
+        )  # (seeds, layers)
+        n = len(values)
+        mean = values.mean(0)
+        half = stats.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / math.sqrt(n)
+        for layer in range(depth):
+            row = layers.loc[(activation, "mlp", depth, 12, 0.0, scheme, layer + 1)]
+            np.testing.assert_allclose(row["pre_var_mean"], mean[layer], rtol=1e-6)
+            np.testing.assert_allclose(row["pre_var_lo"], mean[layer] - half[layer], rtol=1e-5)
+            np.testing.assert_allclose(row["pre_var_hi"], mean[layer] + half[layer], rtol=1e-5)
+            checked += 1
+    assert checked == len(layers) == 4 * 2 * (3 + 5)  # 4 scheme ids x 2 activations
+    assert {f"{s}_{e}" for s in STATISTICS for e in ("mean", "lo", "hi")} <= set(layers.columns)
+
+
+def test_store_verdicts_are_the_report_verdicts(site):
+    stored = initbench.load(site / "out").cells
+    for name in ("probe", "trained"):
+        verdicts, _ = verdicts_of(initbench.load(site / name))
+        mine = stored[stored["sweep"] == name].set_index(KEYS).sort_index()
+        theirs = verdicts.set_index(KEYS).sort_index()
+        for column in ("signal", "gradients", "training", "recommended", "note", "group"):
+            assert (mine[column].fillna("") == theirs[column].fillna("")).all(), column
+    acc = stored.loc[stored["sweep"] == "trained", ["final_train_acc_mean", "final_test_acc"]]
+    assert acc.notna().all().all()
+
+
+def test_index_is_drawn_from_the_store(site):
+    text = (site / "out" / "index.html").read_text()
+    cells = initbench.load(site / "out").cells
+    for name in ("probe", "trained"):
+        table = text.split(f'id="matrix-{name}"')[1].split("</table>")[0]
+        recommended = cells[(cells["sweep"] == name) & cells["recommended"]]
+        assert table.count("★") == len(recommended)
+        assert table.count("<tr data-") == len(cells[cells["sweep"] == name].groupby(KEYS[:-1]))
+    # re-rendered from the store alone: the same page
+    (site / "out" / "index.html").unlink()
+    report(site / "out")
+    again = (site / "out" / "index.html").read_text()
+    assert again.split("Generated")[1][40:] == text.split("Generated")[1][40:]
+
+
+def test_a_preset_with_parts_sweeps_each_part_into_its_folder(tmp_path, monkeypatch):
+    part = initbench.Grid(
+        schemes=("xavier_normal[gain=unit]",),
+        activations=("tanh",),
+        depths=(2,),
+        widths=(8,),
+        seeds=1,
+    )
+    tiny = Preset(
+        "tiny", "a tiny preset", {"a": part, "b": part.__class__.from_dict({"depths": [3]}, part)}
+    )
+    monkeypatch.setitem(PRESETS, "tiny", tiny)
+    from typer.testing import CliRunner
+
+    from initbench.cli import app
+
+    done = CliRunner().invoke(app, ["sweep", "--preset", "tiny", "--out", str(tmp_path / "t")])
+    assert done.exit_code == 0, done.output
+    assert "2 runs in 2 parts" in done.output
+    for name in ("a", "b"):
+        meta = json.loads((tmp_path / "t" / name / "meta.json").read_text())
+        assert (meta["preset"], meta["part"]) == ("tiny", name) and meta["seconds"] > 0
+    with pytest.raises(initbench.errors.UsageError, match="has parts"):
+        initbench.preset("atlas")
+
+
+def test_the_atlas_part_is_the_atlas_on_a_smaller_grid():
+    whole, part = PRESETS["atlas"], PRESETS["atlas-cpu"]
+    assert part.whole == "atlas"
+    for name, grid in part.parts.items():
+        full = whole.parts[name].to_dict()
+        mine = grid.to_dict()
+        differ = {k for k in full if full[k] != mine[k]}
+        assert differ <= {"depths", "widths"}
+        assert set(mine["depths"]) <= set(full["depths"]) and set(mine["widths"]) <= set(
+            full["widths"]
+        )
+
+
+@pytest.mark.skipif(not (ATLAS / "meta.json").exists(), reason="results/atlas not published")
+def test_published_atlas_is_small_and_loads():
+    atlas = initbench.load(ATLAS)
+    assert atlas.kind == "site"
+    size = sum(p.stat().st_size for p in ATLAS.glob("*.parquet"))
+    assert size < 25 * 2**20
+    entries = [e for e in atlas.meta["entries"] if e["kind"] == "sweep"]
+    assert {e["preset"] for e in entries} == {"atlas-cpu"}
+    assert {e["part"] for e in entries} == set(PRESETS["atlas-cpu"].parts)
+    for entry in entries:
+        grid = PRESETS["atlas-cpu"].parts[entry["part"]]
+        assert entry["runs"] == len(grid.runs())
+        assert entry["seconds"] > 0
+    text = (ATLAS / "index.html").read_text()
+    assert "initbench sweep --preset atlas --out work/atlas --device cuda" in text
+
+
+def test_publish_cli_writes_a_site_that_loads(site, tmp_path):
+    out = tmp_path / "cli-site"
+    done = subprocess.run(
+        [sys.executable, "-m", "initbench.cli", "publish", str(site / "probe"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(initbench.load(out).cells) == len(verdicts_of(initbench.load(site / "probe"))[0])
+    shutil.rmtree(out)
+
+
+def test_sites_layers_are_float32_and_keyed(site):
+    layers = pd.read_parquet(site / "out" / "layers.parquet")
+    assert (
+        layers.dtypes[[c for c in layers.columns if c.endswith(("_mean", "_lo", "_hi"))]]
+        == "float32"
+    ).all()
+    assert not layers.duplicated(["sweep", *KEYS, "layer"]).any()
