@@ -12,8 +12,9 @@ import torch
 from initbench.device import synchronize
 from initbench.grid import Grid, Run
 
-CHUNK_BYTES = {"cpu": 512 * 2**20, "cuda": 4 * 2**30}
-MAX_CHUNK_RUNS = 64
+CPU_CHUNK_BYTES = 512 * 2**20  # the memory of one chunk on the CPU
+GPU_MEMORY_SHARE = 0.25  # of the GPU's free memory, for one chunk
+MAX_CHUNK_RUNS = {"cpu": 64, "cuda": 512}  # more runs per chunk: fewer kernel launches per run
 BYTES_PER_ACTIVATION = 4 * 6  # float32 h, a, their gradients, and temporaries
 EFFICIENCY = 0.35  # a sweep's FLOP rate over the matmul rate, measured on small widths
 
@@ -23,7 +24,8 @@ def plan_chunks(runs: Sequence[Run], grid: Grid, device: torch.device) -> list[l
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         groups[run.cell.shape_key].append(run)
-    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cpu"])
+    budget = chunk_bytes(device)
+    most = MAX_CHUNK_RUNS.get(device.type, MAX_CHUNK_RUNS["cpu"])
     chunks = []
     for group in groups.values():
         cell = group[0].cell
@@ -32,9 +34,17 @@ def plan_chunks(runs: Sequence[Run], grid: Grid, device: torch.device) -> list[l
         activations = cell.arch.activation_elements(cell.depth, cell.width, inputs)
         per_run = BYTES_PER_ACTIVATION * batch * activations
         per_run += 4 * 4 * sum(math.prod(s) for s in grid.shapes(cell))  # weights, grads, state
-        size = int(max(1, min(MAX_CHUNK_RUNS, budget // max(per_run, 1))))
+        size = int(max(1, min(most, budget // max(per_run, 1))))
         chunks += [group[i : i + size] for i in range(0, len(group), size)]
     return chunks
+
+
+def chunk_bytes(device: torch.device) -> int:
+    """The memory one chunk may take: a share of the GPU's free memory, or a fixed budget."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(GPU_MEMORY_SHARE * free)
+    return CPU_CHUNK_BYTES
 
 
 def matmul_flops(device: torch.device, width: int = 256, seconds: float = 0.2) -> float:
