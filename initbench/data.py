@@ -1,7 +1,7 @@
 """Datasets: embedded ones that need no download, and torchvision's with explicit download.
 
 ``digits`` (scikit-learn, 8x8 images, shipped in the package) is the default. ``mnist1d`` is
-generated offline by the ``mnist1d`` package (1-D signals: mlp only). ``mnist``,
+generated offline by the ``mnist1d`` package (1-D signals: mlp, resmlp and transformer). ``mnist``,
 ``fashion_mnist`` and ``cifar10`` load through torchvision from ``data_dir`` and download
 only when asked. Inputs are standardised with training-set statistics, per channel.
 """

@@ -78,7 +78,8 @@ class Grid:
         tokens: tokens per standard-normal probe sequence of the transformer.
         input_corr: correlation of the probe batch's input pairs (samples 2i and 2i+1).
         histograms: store per-layer histograms of pre-, post-activations and gradients.
-        jacobian: compute each run's input-output Jacobian spectrum (vector archs only).
+        jacobian: compute each run's input-output Jacobian spectrum (archs that compute each
+            sample on its own; widths and inputs of up to 1024 values).
         dataset: probe on a batch of this dataset (and train on it), instead of N(0, 1) input.
         train_steps: optimizer steps per run (0: probe only).
         train_batch_size: training minibatch size.

@@ -109,7 +109,7 @@ def repeated_layer_scales(
 ) -> dict[str, float]:
     """Depth scales of the last hidden layer's map, repeated (every hidden layer after the
     first has its shape)."""
-    shape, var = weights[-2]
-    if math.isnan(var) or len(weights) < 2:
+    if len(weights) < 2 or math.isnan(weights[-2][1]):
         return dict.fromkeys(("q_star", "c_star", "chi1", "xi_q", "xi_c"), math.nan)
+    shape, var = weights[-2]
     return theory.depth_scales(activation.fn, fans(shape)[0] * var, bias_var, q_start)
