@@ -74,6 +74,15 @@ def test_a_variance_that_settles_at_a_fixed_point_is_stable():
     assert row["signal"] == "stable" and row["recommended"]
 
 
+def test_a_collapse_that_then_holds_is_not_stable():
+    # sigmoid with eye weights: the variance falls 2^-46 over ten layers, then holds
+    collapsed = [2.0 ** -min(layer * 4.6, 46) for layer in range(30)]
+    cells, layers = made_up({"eye": (collapsed, flat(30))}, depth=30)
+    row = verdict(classify(cells, layers, trained=False), "eye")
+    assert row["signal_change"] == pytest.approx(-46, abs=0.1)
+    assert row["signal"] == "vanishing"
+
+
 def test_a_variance_that_keeps_falling_is_vanishing():
     # tanh with Xavier gain 1: q_l ~ 1 / (2 l), polynomial decay, still falling at the end
     decaying = [1 / (2 * (layer + 1)) for layer in range(15)]

@@ -16,7 +16,9 @@ step over seeds gives ``(seeds - 1) x (depth - 1)`` degrees of freedom instead o
 - otherwise ``stable``; and a candidate for vanishing or exploding is ``stable`` after all
   when it *settled*: over the deep half of the network (at least 3 layers) the fitted
   per-layer trend changes it by at most ``SETTLED`` bits (a fixed point such as tanh's
-  with the matched gain, where the variance moves early and then holds).
+  with the matched gain, where the variance moves early and then holds), unless its mean
+  change goes beyond ``SETTLED_LIMIT`` bits (a 64-fold change: the signal has collapsed or
+  blown up, and a fixed point there keeps nothing of it).
   With one seed there is no interval and the mean decides.
 
 **Training** (when the sweep trains): ``diverges`` if any seed's loss went non-finite,
@@ -50,6 +52,7 @@ from scipy import stats
 
 THRESHOLD = 2.0  # bits: a fourfold change end to end
 SETTLED = 0.5  # bits over the deep half: the quantity has stopped moving
+SETTLED_LIMIT = 6.0  # bits: no change beyond this is stable, settled or not
 MIN_SETTLE_LAYERS = 3
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
 SIGNALS = ("stable", "vanishing", "exploding")
@@ -141,7 +144,8 @@ def classify_change(measures: dict[str, float], name: str) -> str:
         return ""
     lo, hi = (mean, mean) if math.isnan(half) else (mean - half, mean + half)
     label = "vanishing" if hi < -THRESHOLD else "exploding" if lo > THRESHOLD else "stable"
-    if label != "stable" and abs(measures[f"{name}_settle"]) <= SETTLED:
+    settled = abs(measures[f"{name}_settle"]) <= SETTLED and abs(mean) <= SETTLED_LIMIT
+    if label != "stable" and settled:
         return "stable"
     return label
 

@@ -22,7 +22,7 @@ from initbench.errors import UsageError
 from initbench.modelprobe import shape_text
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import env
+from initbench.report.html import env, provenance
 from initbench.report.modules import aggregate, label
 from initbench.store import Results
 
@@ -247,15 +247,8 @@ def summary(meta: dict) -> list[tuple[str, str]]:
             f"{fmt.number(meta.get('lr'))} on one fixed batch",
         ),
         ("seeds", str(meta.get("seeds"))),
-        ("device", f"{meta.get('device')} ({meta.get('device_name')})"),
-        ("versions", f"torch {meta.get('torch')}, initbench {meta.get('initbench')}"),
-        ("date", str(meta.get("finished") or meta.get("started"))),
     ]
-    started, finished = meta.get("started"), meta.get("finished")
-    if started and finished:
-        elapsed = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
-        lines.append(("wall time", fmt.duration(elapsed.total_seconds())))
-    return lines
+    return lines + provenance(meta)
 
 
 def page(results: Results, out: Path) -> Path:

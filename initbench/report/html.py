@@ -12,7 +12,14 @@ import pandas as pd
 
 from initbench.errors import UsageError
 from initbench.report import fmt
-from initbench.report.classify import CELL_KEYS, SETTLED, THRESHOLD, classify, equivalence_groups
+from initbench.report.classify import (
+    CELL_KEYS,
+    SETTLED,
+    SETTLED_LIMIT,
+    THRESHOLD,
+    classify,
+    equivalence_groups,
+)
 from initbench.report.figures import SECTIONS, Context, all_figures
 from initbench.report.tables import cell_tables, matrix
 from initbench.store import Results, load
@@ -141,6 +148,7 @@ def sweep_page(results: Results, out: Path) -> Path:
             summary=summary(cells, results.meta),
             threshold=f"{2**THRESHOLD:.0f}",
             settled=f"{2**SETTLED:.2g}",
+            settled_limit=f"{2**SETTLED_LIMIT:.0f}",
             target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
         )
     )
@@ -174,10 +182,21 @@ def summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
             if grid.get("train_steps")
             else "none (probe only)",
         ),
+    ]
+    return lines + provenance(meta)
+
+
+def provenance(meta: dict) -> list[tuple[str, str]]:
+    """The "about" lines every page ends with: device, versions, date and compute time."""
+    lines = [
         ("device", f"{meta.get('device')} ({meta.get('device_name')})"),
         ("versions", f"torch {meta.get('torch')}, initbench {meta.get('initbench')}"),
         ("date", str(meta.get("finished") or meta.get("started"))),
     ]
-    if meta.get("seconds") is not None:
-        lines.append(("compute time", fmt.duration(float(meta["seconds"]))))
+    seconds = meta.get("seconds")
+    if seconds is None and meta.get("started") and meta.get("finished"):
+        elapsed = datetime.fromisoformat(meta["finished"]) - datetime.fromisoformat(meta["started"])
+        seconds = elapsed.total_seconds()
+    if seconds is not None:
+        lines.append(("compute time", fmt.duration(float(seconds))))
     return lines

@@ -19,7 +19,7 @@ import pandas as pd
 from initbench.errors import UsageError
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import env
+from initbench.report.html import env, provenance
 from initbench.store import Results
 
 NAME = "modules"
@@ -253,15 +253,8 @@ def summary(meta: dict) -> list[tuple[str, str]]:
             f"{scheme}, matched to {meta.get('activation')}" if scheme else "as built",
         ),
         ("seeds", str(meta.get("seeds"))),
-        ("device", f"{meta.get('device')} ({meta.get('device_name')})"),
-        ("versions", f"torch {meta.get('torch')}, initbench {meta.get('initbench')}"),
-        ("date", str(meta.get("finished") or meta.get("started"))),
     ]
-    started, finished = meta.get("started"), meta.get("finished")
-    if started and finished:
-        elapsed = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
-        lines.append(("wall time", fmt.duration(elapsed.total_seconds())))
-    return lines
+    return lines + provenance(meta)
 
 
 def page(results: Results, out: Path) -> Path:

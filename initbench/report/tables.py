@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from initbench.report import fmt
-from initbench.report.classify import CELL_KEYS, warnings
+from initbench.report.classify import CELL_KEYS, failing, warnings
 
 STATUSES = ("diverged", "skipped", "failed", "oom")
 
@@ -153,7 +153,7 @@ def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]
     """The answer matrix: columns (schemes; one that is another's equivalent in every cell
     shares its column), and one row per cell with, per column, a label, a CSS class
     (the outcome) and a tooltip (the numbers)."""
-    columns = _columns(verdicts)
+    columns = _columns(verdicts, trained)
     rows = []
     for key, cell in verdicts.groupby(CELL_KEYS, sort=True, dropna=False):
         keys = dict(zip(CELL_KEYS, key, strict=True))
@@ -177,9 +177,18 @@ def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]
     return columns, rows
 
 
-def _columns(verdicts: pd.DataFrame) -> list[str]:
-    """Scheme ids; a scheme that is in the same other scheme's group in every cell shares
-    that scheme's column (``a ≡ b``)."""
+def _columns(verdicts: pd.DataFrame, trained: bool) -> list[str]:
+    """Scheme ids, the most often recommended first (then the most often passing); a
+    scheme that is in the same other scheme's group in every cell shares that scheme's
+    column (``a ≡ b``)."""
+    order = (
+        verdicts.assign(ok=~failing(verdicts, trained))
+        .groupby("scheme_id", sort=False)[["recommended", "ok"]]
+        .sum()
+        .sort_values(["recommended", "ok"], ascending=False, kind="stable")
+        .index
+    )
+    verdicts = verdicts.set_index("scheme_id").loc[order].reset_index()
     groups = verdicts.groupby("scheme_id", sort=False)["group"].agg(set)
     heads: dict[str, list[str]] = {}
     for scheme, member_of in groups.items():
