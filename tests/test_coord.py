@@ -10,10 +10,7 @@ coords.parquet.
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +25,7 @@ from initbench.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, wid
 from initbench.device import run_generator
 from initbench.report import coord as coord_page
 from initbench.report import report
+from tests.cli import assert_usage_error, run_cli
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
@@ -176,18 +174,6 @@ def test_a_user_factory_equals_a_hand_written_loop(nets, factory, inputs, optimi
     assert deeper["module"].nunique() == 7
 
 
-def _run_cli(args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "INITBENCH_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "initbench.cli", "coord", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 BAD = {
     "unknown arch": (["mlpx"], "unknown arch 'mlpx'"),
     "torchvision": (["torchvision:resnet18"], "torchvision models take no width"),
@@ -227,18 +213,15 @@ def cli_runs(tmp_path_factory, nets):
     for name, (args, _) in BAD.items():
         jobs[name] = [a.format(nets=nets) for a in args] + ["--out", str(root / name)]
     with ThreadPoolExecutor(2) as pool:
-        done = dict(zip(jobs, pool.map(lambda a: _run_cli(a, root), jobs.values()), strict=True))
+        runs = pool.map(lambda a: run_cli("coord", *a, cwd=root), jobs.values())
+        done = dict(zip(jobs, runs, strict=True))
     return root, done
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli_runs, case):
     root, done = cli_runs
-    result = done[case]
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("initbench: error: ") and BAD[case][1] in lines[0], lines[0]
+    assert_usage_error(done[case], BAD[case][1])
     assert not (root / case).exists()
 
 

@@ -9,10 +9,7 @@ report page draws exactly its CSV, and the CSV is an aggregation of modules.parq
 import copy
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +25,7 @@ from initbench.errors import UsageError
 from initbench.modelprobe import COLUMNS, load_model, probe_model
 from initbench.report import modules as probe_page
 from initbench.report import report
+from tests.cli import assert_usage_error, run_cli
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
@@ -245,18 +243,6 @@ def test_a_scheme_reinitializes_every_weight(resnet):
         probe_model(resnet, (2, 3, 32, 32), scheme="dirac")
 
 
-def _run_cli(args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "INITBENCH_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "initbench.cli", "probe", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 BAD = {
     "unknown torchvision model": (["torchvision:resnet19"], "unknown torchvision model 'resnet19'"),
     "missing file": (["{dir}/missing.py:make"], "no such file: "),
@@ -296,18 +282,15 @@ def cli_runs(tmp_path_factory, factory_file):
         str(root / "good"),
     ]
     with ThreadPoolExecutor(2) as pool:
-        done = dict(zip(jobs, pool.map(lambda a: _run_cli(a, root), jobs.values()), strict=True))
+        runs = pool.map(lambda a: run_cli("probe", *a, cwd=root), jobs.values())
+        done = dict(zip(jobs, runs, strict=True))
     return root, done
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli_runs, case):
     root, done = cli_runs
-    result = done[case]
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("initbench: error: ") and BAD[case][1] in lines[0], lines[0]
+    assert_usage_error(done[case], BAD[case][1])
     assert not (root / case).exists()
 
 

@@ -4,8 +4,6 @@ store, presets with parts, and the published atlas."""
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from initbench.presets import PRESETS, Preset
 from initbench.probe import STATISTICS
 from initbench.report import publish, report
 from initbench.report.html import verdicts_of
+from tests.cli import run_cli
 
 ROOT = Path(__file__).parents[1]
 ATLAS = ROOT / "results" / "atlas"
@@ -156,11 +155,7 @@ def test_published_atlas_is_small_and_loads():
 
 def test_publish_cli_writes_a_site_that_loads(site, tmp_path):
     out = tmp_path / "cli-site"
-    done = subprocess.run(
-        [sys.executable, "-m", "initbench.cli", "publish", str(site / "probe"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("publish", str(site / "probe"), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert len(initbench.load(out).cells) == len(verdicts_of(initbench.load(site / "probe"))[0])
     shutil.rmtree(out)
