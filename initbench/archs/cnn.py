@@ -36,8 +36,8 @@ def image_sample(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class CNN(Arch):
-    supports_jacobian = True
+class ImageArch(Arch):
+    """An arch on images: ``(channels, side, side)`` samples, a position per pixel."""
 
     def synthetic_sample(self, width, image_size, tokens):
         return (width, image_size, image_size)
@@ -47,6 +47,10 @@ class CNN(Arch):
 
     def positions(self, inputs: Inputs) -> int:
         return inputs.sample[1] * inputs.sample[2]
+
+
+class CNN(ImageArch):
+    supports_jacobian = True
 
     def build(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
         layers: list[nn.Module] = []

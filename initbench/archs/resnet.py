@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench.activations import Activation
-from initbench.archs.base import ROWS, Arch, Axes, Inputs, Stacked, Stage, Taps
-from initbench.archs.cnn import KERNEL, PIXELS, GlobalAvgPool, grouped_conv, image_sample
+from initbench.archs.base import ROWS, Axes, Inputs, Stacked, Stage, Taps
+from initbench.archs.cnn import KERNEL, PIXELS, GlobalAvgPool, ImageArch, grouped_conv
 from initbench.archs.resmlp import ResidualNet, residual_theory
 
 
@@ -37,16 +37,7 @@ class ConvBlock(nn.Module):
         return x + self.alpha * self.conv(self.act(self.norm(x)))
 
 
-class ResNet(Arch):
-    def synthetic_sample(self, width, image_size, tokens):
-        return (width, image_size, image_size)
-
-    def data_sample(self, x):
-        return image_sample(x)
-
-    def positions(self, inputs: Inputs) -> int:
-        return inputs.sample[1] * inputs.sample[2]
-
+class ResNet(ImageArch):
     def build(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
         norm, alpha = self.values["norm"], self.values["alpha"]
         stem = nn.Conv2d(
