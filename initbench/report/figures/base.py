@@ -60,18 +60,22 @@ class Context:
     verdicts: pd.DataFrame
     trained: bool
     target: float
-    colors: dict[str, tuple] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for frame in (self.cells, self.verdicts):
             if "bias_var" in frame:
                 frame["bias_var"] = frame["bias_var"].fillna(0.0)
-        groups = list(dict.fromkeys(self.verdicts["group"]))
-        self.colors = dict(zip(groups, _palette(len(groups)), strict=True))
+        self._groups = list(dict.fromkeys(self.verdicts["group"]))
         members = self.verdicts.groupby([*CELL_KEYS, "group"], sort=False, dropna=False)
         self._members = (
             members["scheme_id"].agg(lambda ids: " = ".join(dict.fromkeys(ids))).to_dict()
         )
+
+    def palette(self, groups: list[str]) -> dict[str, tuple]:
+        """A colour for each group a figure draws (at most :data:`MAX_GROUPS`), as distinct
+        as can be; the same groups always get the same colours."""
+        ordered = sorted(groups, key=self._groups.index)
+        return dict(zip(ordered, _palette(len(ordered)), strict=True))
 
     def members(self, keys: dict, group: str) -> str:
         """``a = b``: the schemes of ``group`` in the cell ``keys``."""
@@ -86,10 +90,12 @@ class Context:
 
 
 def _palette(n: int) -> list[tuple]:
+    """``n`` (at most 12) colours: tab10's, then black and a dark gold."""
     import seaborn as sns
 
-    name = "tab10" if n <= 10 else "tab20" if n <= 20 else "husl"
-    return [tuple(c) for c in sns.color_palette(name, n)]
+    colors = [tuple(c) for c in sns.color_palette("tab10", 10)]
+    colors += [(0.0, 0.0, 0.0), (0.6, 0.45, 0.0)]
+    return colors[:n]
 
 
 def setup():
@@ -144,18 +150,75 @@ def choose_groups(rows: pd.DataFrame, change: str = "signal_change") -> tuple[li
     return groups[:MAX_GROUPS], groups[MAX_GROUPS:]
 
 
-def grid_axes(plt, rows: list, cols: list, width: float = 4.6, height: float = 3.2):
-    """A rows x cols grid of axes (always 2-D)."""
+def depth_panels(plt, table: pd.DataFrame, xlabel: str):
+    """A figure with a panel per depth (rows) and activation (columns), titled, the bottom
+    row's x axes labelled.
+
+    Returns:
+        The figure, and per panel its axes, depth, activation and rows of ``table``.
+    """
+    depths = sorted(table["depth"].unique())
+    activations = sorted(table["activation"].unique())
     fig, axes = plt.subplots(
-        len(rows),
-        len(cols),
-        figsize=(0.6 + width * len(cols), 0.9 + height * len(rows)),
+        len(depths),
+        len(activations),
+        figsize=(0.6 + 4.6 * len(activations), 0.9 + 3.2 * len(depths)),
         squeeze=False,
     )
-    return fig, axes
+    panels = []
+    for i, depth in enumerate(depths):
+        for j, activation in enumerate(activations):
+            ax = axes[i][j]
+            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
+            ax.set_xlabel(xlabel if i == len(depths) - 1 else "")
+            rows = table[(table["depth"] == depth) & (table["activation"] == activation)]
+            panels.append((ax, depth, activation, rows))
+    return fig, panels
 
 
-def legend(fig, ctx: Context, groups: list[str], extra: list = ()) -> float:
+def finish(
+    fig,
+    colors: dict[str, tuple],
+    keys: dict,
+    table: pd.DataFrame,
+    title: str,
+    ylabel: str,
+    extra: list,
+) -> None:
+    """The legend of the groups the figure draws (and ``extra``), its title and y label."""
+    shown = [g for g in colors if g in set(table["scheme_id"])]
+    bottom = legend(fig, colors, shown, extra)
+    fig.suptitle(f"{title} ({facet_title(keys)})", fontsize=11)
+    fig.supylabel(ylabel, fontsize=10)
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+
+
+def drawn_rows(ctx: Context, keys: dict, frame: pd.DataFrame, layer, statistic) -> pd.DataFrame:
+    """Rows of a figure's CSV (:data:`DATA_COLUMNS`, kind ``measured``) from ``frame``'s
+    ``activation``, ``depth``, ``scheme_id``, ``value``, ``lo`` and ``hi``: the facet's
+    ``keys``, each group's members, the x value ``layer`` and the ``statistic``."""
+    frame = frame.reset_index(drop=True)
+    cells = zip(frame["activation"], frame["depth"], frame["scheme_id"], strict=True)
+    return pd.DataFrame(
+        {
+            "activation": frame["activation"],
+            "arch": keys["arch"],
+            "depth": frame["depth"],
+            "width": keys["width"],
+            "bias_var": keys["bias_var"],
+            "scheme_id": frame["scheme_id"],
+            "members": [ctx.members(keys | {"activation": a, "depth": d}, s) for a, d, s in cells],
+            "layer": layer,
+            "statistic": statistic,
+            "value": frame["value"],
+            "lo": frame["lo"],
+            "hi": frame["hi"],
+            "kind": "measured",
+        }
+    )[DATA_COLUMNS]
+
+
+def legend(fig, colors: dict[str, tuple], groups: list[str], extra: list = ()) -> float:
     """One legend for the figure, below it: a colour per group, then ``extra`` handles.
 
     Returns:
@@ -163,7 +226,7 @@ def legend(fig, ctx: Context, groups: list[str], extra: list = ()) -> float:
     """
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=ctx.colors[g], lw=2, label=g) for g in groups]
+    handles = [Line2D([], [], color=colors[g], lw=2, label=g) for g in groups]
     handles += list(extra)
     columns = min(3, len(handles))
     fig.legend(

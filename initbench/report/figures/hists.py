@@ -25,6 +25,7 @@ from initbench.report.figures.base import (
     Context,
     Figure,
     cell_rows,
+    drawn_rows,
     facet_title,
     save,
     setup,
@@ -113,26 +114,8 @@ def data(ctx: Context, keys: dict, activation: str, groups: list[str]) -> pd.Dat
         for quantity, rows in share.groupby("quantity", sort=False)
     ]
     shown = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame(
-        {
-            "activation": activation,
-            "arch": keys["arch"],
-            "depth": depth,
-            "width": keys["width"],
-            "bias_var": keys["bias_var"],
-            "scheme_id": shown["scheme_id"],
-            "members": [
-                ctx.members(keys | {"activation": activation, "depth": depth}, s)
-                for s in shown["scheme_id"]
-            ],
-            "layer": shown["layer"],
-            "statistic": shown["quantity"],
-            "value": shown["value"],
-            "lo": shown["lo"],
-            "hi": shown["hi"],
-            "kind": "measured",
-        }
-    )[DATA_COLUMNS]
+    shown = shown.assign(activation=activation, depth=depth)
+    return drawn_rows(ctx, keys, shown, shown["layer"].to_numpy(), shown["quantity"].to_numpy())
 
 
 def positions(

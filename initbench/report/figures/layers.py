@@ -23,11 +23,11 @@ from initbench.report.figures.base import (
     Figure,
     cell_rows,
     choose_groups,
+    depth_panels,
     facet_title,
+    finish,
     finite_range,
-    grid_axes,
     label_lists,
-    legend,
     off_chart,
     save,
     setup,
@@ -196,18 +196,11 @@ def draw(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame, gr
     """The figure of one facet's table: measured lines, bands, theory, off-chart marks."""
     from matplotlib.lines import Line2D
 
-    plt = setup()
-    depths = sorted(table["depth"].unique())
-    activations = sorted(table["activation"].unique())
-    fig, axes = grid_axes(plt, depths, activations)
-    for i, depth in enumerate(depths):
-        for j, activation in enumerate(activations):
-            ax = axes[i][j]
-            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
-            _panel(ax, ctx, stat, keys, panel, activation, depth)
-            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
-            ax.set_xlabel("hidden layer" if i == len(depths) - 1 else "")
-            ax.set_ylabel("")
+    colors = ctx.palette(groups)
+    fig, panels = depth_panels(setup(), table, "hidden layer")
+    for ax, depth, activation, panel in panels:
+        _panel(ax, ctx, colors, stat, keys, panel, activation, depth)
+        ax.set_ylabel("")
     extra = [
         Line2D(
             [],
@@ -224,15 +217,11 @@ def draw(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame, gr
     if stat.relative:
         extra.append(Line2D([], [], color="0.3", lw=0, marker="v", label="leaves the chart there"))
         extra.append(Line2D([], [], color="0.3", lw=0, marker="x", mew=2, label="exactly 0"))
-    shown = [g for g in groups if g in set(table["scheme_id"])]
-    bottom = legend(fig, ctx, shown, extra)
-    fig.suptitle(f"{stat.title} ({facet_title(keys)})", fontsize=11)
-    fig.supylabel(stat.ylabel, fontsize=10)
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    finish(fig, colors, keys, table, stat.title, stat.ylabel, extra)
     return fig
 
 
-def _panel(ax, ctx, stat, keys, panel, activation, depth) -> None:
+def _panel(ax, ctx, colors, stat, keys, panel, activation, depth) -> None:
     measured = panel[panel["kind"] == "measured"]
     theory = panel[panel["kind"] == "theory"]
     if stat.relative:  # fit the healthy: stable or recommended groups, else +-12 bits
@@ -258,12 +247,12 @@ def _panel(ax, ctx, stat, keys, panel, activation, depth) -> None:
             ls="--",
             lw=1.1,
             alpha=0.85,
-            color=ctx.colors[scheme],
+            color=colors[scheme],
             zorder=2,
             gid=f"theory|{scheme}",
         )
     for scheme, rows in measured.groupby("scheme_id", sort=False):
-        color = ctx.colors[scheme]
+        color = colors[scheme]
         x, y = rows["layer"].to_numpy(), rows["value"].to_numpy(float)
         finite = np.isfinite(y)
         ax.fill_between(

@@ -22,10 +22,11 @@ from initbench.report.figures.base import (
     Figure,
     cell_rows,
     choose_groups,
+    depth_panels,
+    drawn_rows,
     facet_title,
-    grid_axes,
+    finish,
     label_lists,
-    legend,
     save,
     setup,
     stem,
@@ -50,76 +51,46 @@ def curve_data(ctx: Context, column: str, keys: dict, groups: list[str]) -> pd.D
         value="mean", lo="min", hi="max"
     )
     agg = agg.reset_index()
-    return pd.DataFrame(
-        {
-            "activation": agg["activation"],
-            "arch": keys["arch"],
-            "depth": agg["depth"],
-            "width": keys["width"],
-            "bias_var": keys["bias_var"],
-            "scheme_id": agg["scheme_id"],
-            "members": [
-                ctx.members(keys | {"activation": a, "depth": d}, s)
-                for a, d, s in zip(agg["activation"], agg["depth"], agg["scheme_id"], strict=True)
-            ],
-            "layer": agg["step"],  # the x axis: the logged step
-            "statistic": column,
-            "value": agg["value"],
-            "lo": agg["lo"],
-            "hi": agg["hi"],
-            "kind": "measured",
-        }
-    )[DATA_COLUMNS]
+    return drawn_rows(ctx, keys, agg, agg["step"], column)  # x: the logged step
 
 
 def draw_curves(ctx: Context, name: str, keys: dict, table: pd.DataFrame, groups: list[str]):
     from matplotlib.lines import Line2D
 
     _, ylabel, title = CURVES[name]
-    plt = setup()
-    depths = sorted(table["depth"].unique())
-    activations = sorted(table["activation"].unique())
-    fig, axes = grid_axes(plt, depths, activations)
-    for i, depth in enumerate(depths):
-        for j, activation in enumerate(activations):
-            ax = axes[i][j]
-            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
-            for scheme, rows in panel.groupby("scheme_id", sort=False):
-                color = ctx.colors[scheme]
-                x = rows["layer"].to_numpy(float)
-                ok = np.isfinite(rows["value"].to_numpy(float))
-                ax.fill_between(
-                    x[ok],
-                    rows["lo"].to_numpy(float)[ok],
-                    rows["hi"].to_numpy(float)[ok],
-                    color=color,
-                    alpha=0.15,
-                    lw=0,
-                    gid=f"band|{scheme}",
-                )
-                ax.plot(
-                    x[ok],
-                    rows["value"].to_numpy(float)[ok],
-                    color=color,
-                    lw=1.6,
-                    gid=f"measured|{scheme}",
-                )
-            if name == "accuracy":
-                ax.axhline(ctx.target, ls=":", color="0.4", lw=1)
-                ax.set_ylim(0, 1)
-            else:
-                ax.set_yscale("log")
-            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
-            ax.set_xlabel("step" if i == len(depths) - 1 else "")
-            ax.set_ylabel("")
+    colors = ctx.palette(groups)
+    fig, panels = depth_panels(setup(), table, "step")
+    for ax, _, _, panel in panels:
+        for scheme, rows in panel.groupby("scheme_id", sort=False):
+            color = colors[scheme]
+            x = rows["layer"].to_numpy(float)
+            ok = np.isfinite(rows["value"].to_numpy(float))
+            ax.fill_between(
+                x[ok],
+                rows["lo"].to_numpy(float)[ok],
+                rows["hi"].to_numpy(float)[ok],
+                color=color,
+                alpha=0.15,
+                lw=0,
+                gid=f"band|{scheme}",
+            )
+            ax.plot(
+                x[ok],
+                rows["value"].to_numpy(float)[ok],
+                color=color,
+                lw=1.6,
+                gid=f"measured|{scheme}",
+            )
+        if name == "accuracy":
+            ax.axhline(ctx.target, ls=":", color="0.4", lw=1)
+            ax.set_ylim(0, 1)
+        else:
+            ax.set_yscale("log")
+        ax.set_ylabel("")
     extra = [Line2D([], [], color="0.3", lw=1.6, label="mean of seeds (band: range)")]
     if name == "accuracy":
         extra.append(Line2D([], [], color="0.4", ls=":", label=f"target {fmt.percent(ctx.target)}"))
-    shown = [g for g in groups if g in set(table["scheme_id"])]
-    bottom = legend(fig, ctx, shown, extra)
-    fig.suptitle(f"{title} ({facet_title(keys)})", fontsize=11)
-    fig.supylabel(ylabel, fontsize=10)
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    finish(fig, colors, keys, table, title, ylabel, extra)
     return fig
 
 
@@ -135,95 +106,53 @@ def steps_data(ctx: Context, keys: dict, groups: list[str]) -> pd.DataFrame:
         .agg(value="median", lo="min", hi="max")
         .reset_index()
     )
-    return pd.DataFrame(
-        {
-            "activation": agg["activation"],
-            "arch": keys["arch"],
-            "depth": agg["depth"],
-            "width": keys["width"],
-            "bias_var": keys["bias_var"],
-            "scheme_id": agg["scheme_id"],
-            "members": [
-                ctx.members(keys | {"activation": a, "depth": d}, s)
-                for a, d, s in zip(agg["activation"], agg["depth"], agg["scheme_id"], strict=True)
-            ],
-            "layer": np.nan,
-            "statistic": "steps_to_target",
-            "value": agg["value"],
-            "lo": agg["lo"],
-            "hi": agg["hi"],
-            "kind": "measured",
-        }
-    )[DATA_COLUMNS]
+    return drawn_rows(ctx, keys, agg, np.nan, "steps_to_target")
 
 
 def draw_steps(ctx: Context, keys: dict, table: pd.DataFrame, groups: list[str], budget: int):
-    plt = setup()
-    depths = sorted(table["depth"].unique())
-    activations = sorted(table["activation"].unique())
-    shown = [g for g in groups if g in set(table["scheme_id"])]
-    fig, axes = plt.subplots(
-        1,
-        len(depths),
-        figsize=(0.6 + 4.2 * len(depths), 1.2 + 0.3 * len(shown) * len(activations)),
-        squeeze=False,
-        sharey=True,
-    )
-    height = 0.8 / len(activations)
-    hatches = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
-    for j, depth in enumerate(depths):
-        ax = axes[0][j]
-        for k, activation in enumerate(activations):
-            panel = table[(table["depth"] == depth) & (table["activation"] == activation)]
-            for i, scheme in enumerate(shown):
-                row = panel[panel["scheme_id"] == scheme]
-                if row.empty:
-                    continue
-                value = float(row["value"].iloc[0])
-                y = i + (k - (len(activations) - 1) / 2) * height
-                never = not math.isfinite(value)
-                bar = ax.barh(
-                    y,
-                    budget * 1.05 if never else value,
-                    height=height * 0.9,
-                    color=ctx.colors[scheme],
-                    alpha=0.35 if never else 0.9,
-                    hatch="xxx" if never else hatches[k % len(hatches)],
-                    edgecolor="0.3",
-                    lw=0.5,
-                )
-                bar.patches[0].set_gid(f"bar|{scheme}|{activation}|{depth}")
-                if never:
-                    ax.text(budget * 1.05, y, " never", va="center", fontsize=7)
-                else:
-                    lo, hi = float(row["lo"].iloc[0]), float(row["hi"].iloc[0])
-                    ax.plot(
-                        [lo, min(hi, budget * 1.05)],
-                        [y, y],
-                        color="0.2",
-                        lw=1,
-                        gid=f"range|{scheme}|{activation}|{depth}",
-                    )
-        ax.axvline(budget, ls=":", color="0.4")
-        ax.set_yticks(range(len(shown)), shown, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(f"depth {depth}", fontsize=10)
-        ax.set_xlabel(f"steps to {fmt.percent(ctx.target)} test accuracy")
-        ax.set_xlim(0, budget * 1.3)
+    """A panel per depth and activation, a bar per group: the median steps to the target
+    (a line from the lowest to the highest seed), hatched to the budget when it is never."""
     from matplotlib.patches import Patch
 
-    handles = [
-        Patch(facecolor="0.7", hatch=hatches[k % len(hatches)], edgecolor="0.3", label=a)
-        for k, a in enumerate(activations)
-    ]
-    handles.append(
-        Patch(facecolor="0.85", hatch="xxx", edgecolor="0.3", label=f"never (budget {budget})")
-    )
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
-    fig.suptitle(
-        f"Steps to target, median over seeds (line: range) ({facet_title(keys)})", fontsize=11
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    colors = ctx.palette(groups)
+    shown = [g for g in colors if g in set(table["scheme_id"])]
+    fig, panels = depth_panels(setup(), table, f"steps to {fmt.percent(ctx.target)} test accuracy")
+    for ax, depth, activation, panel in panels:
+        for i, scheme in enumerate(shown):
+            row = panel[panel["scheme_id"] == scheme]
+            if row.empty:
+                continue
+            value = float(row["value"].iloc[0])
+            never = not math.isfinite(value)
+            bar = ax.barh(
+                i,
+                budget * 1.05 if never else value,
+                height=0.8,
+                color=colors[scheme],
+                alpha=0.35 if never else 0.9,
+                hatch="xxx" if never else "",
+                edgecolor="0.3",
+                lw=0.5,
+            )
+            bar.patches[0].set_gid(f"bar|{scheme}|{activation}|{depth}")
+            if never:
+                ax.text(budget * 1.05, i, " never", va="center", fontsize=7)
+            else:
+                lo, hi = float(row["lo"].iloc[0]), float(row["hi"].iloc[0])
+                ax.plot(
+                    [lo, min(hi, budget * 1.05)],
+                    [i, i],
+                    color="0.2",
+                    lw=1,
+                    gid=f"range|{scheme}|{activation}|{depth}",
+                )
+        ax.axvline(budget, ls=":", color="0.4")
+        ax.set_yticks(range(len(shown)), [""] * len(shown))
+        ax.set_ylim(len(shown) - 0.5, -0.5)
+        ax.set_xlim(0, budget * 1.3)
+    never = Patch(facecolor="0.85", hatch="xxx", edgecolor="0.3", label=f"never (budget {budget})")
+    title = "Steps to target, median over seeds (line: range)"
+    finish(fig, colors, keys, table, title, "", [never])
     return fig
 
 
