@@ -124,7 +124,7 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
                 "runs": len(results.cells),
                 "ok": int((results.cells["status"] == "ok").sum()),
                 "date": meta.get("finished") or meta.get("started"),
-                "device": meta.get("device_name") or meta.get("device"),
+                "device": device_text(meta),
                 "seconds": meta.get("seconds"),
                 "preset": meta.get("preset"),
                 "part": meta.get("part"),
@@ -150,6 +150,13 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
     }
     atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=2, default=str).encode())
     return site_page(load(out), out)
+
+
+def device_text(meta: dict) -> str:
+    """``cpu (2 threads)``, ``cuda (NVIDIA H200)``: what computed a sweep."""
+    if meta.get("device", "").startswith("cpu"):
+        return f"cpu ({meta.get('threads')} threads)"
+    return f"{meta.get('device')} ({meta.get('device_name')})"
 
 
 def site_page(results: Results, out: Path) -> Path:
