@@ -114,7 +114,7 @@ def save(fig, data: pd.DataFrame, out: Path, name: str) -> None:
     """Writes the figure (PNG, SVG) and the table it draws (CSV), then closes it."""
     import matplotlib.pyplot as plt
 
-    data.to_csv(out / f"{name}.csv", index=False)
+    data.to_csv(out / f"{name}.csv", index=False, float_format="%.8g")  # float32's digits
     for ext in ("png", "svg"):
         fig.savefig(out / f"{name}.{ext}", dpi=110, bbox_inches="tight")
     plt.close(fig)

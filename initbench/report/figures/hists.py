@@ -195,7 +195,10 @@ def draw(ctx: Context, table: pd.DataFrame, groups: list[str], title: str):
                         gid=f"special|{scheme}|{quantity}|{layer}",
                     )
             ax.set_yticks([])
-            if not linear:
+            if linear:
+                ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(5))
+                ax.tick_params(axis="x", labelsize=7)
+            else:
                 _log_ticks(ax, column, left, right)
             if j == 0:
                 ax.text(0.01, 0.97, scheme, transform=ax.transAxes, fontsize=7, va="top")
