@@ -122,7 +122,7 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
                 "kind": "sweep",
                 "link": f"{name}/index.html",
                 "runs": len(results.cells),
-                "ok": int((results.cells["status"] == "ok").sum()),
+                "statuses": status_text(results.cells),
                 "date": meta.get("finished") or meta.get("started"),
                 "device": device_text(meta),
                 "seconds": meta.get("seconds"),
@@ -150,6 +150,13 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
     }
     atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=2, default=str).encode())
     return site_page(load(out), out)
+
+
+def status_text(cells) -> str:
+    """``15,930 ok, 1,800 skipped, 870 diverged``: how a sweep's runs ended."""
+    counts = cells["status"].value_counts()
+    order = ["ok"] + [status for status in counts.index if status != "ok"]
+    return ", ".join(f"{counts.get(status, 0):,} {status}" for status in order)
 
 
 def device_text(meta: dict) -> str:
