@@ -238,7 +238,7 @@ def test_a_coord_folder_and_its_report_page(cli_runs):
     path = report(folder)
     saved = pd.read_csv(folder / "report" / "figures" / "coords.csv")
     assert list(saved.columns) == coord_page.DATA_COLUMNS
-    # the CSV is the mean, lowest and highest seed of each step, module call and width
+    # the CSV: mean, lowest and highest seed per step, module call and width (float32's digits)
     mine = (
         coords.groupby(["step", "order", "module", "width"])["out_abs_mean"]
         .agg(["mean", "min", "max"])
@@ -247,7 +247,7 @@ def test_a_coord_folder_and_its_report_page(cli_runs):
     assert len(saved) == len(mine) == 3 * 7 * 3  # steps, module calls, widths
     assert list(saved["module"].astype(str)) == list(mine["module"])
     for ours, theirs in (("value", "mean"), ("lo", "min"), ("hi", "max")):
-        np.testing.assert_allclose(saved[ours], mine[theirs], rtol=1e-12)
+        np.testing.assert_allclose(saved[ours], mine[theirs], rtol=1e-7)
     # the figure draws exactly the CSV: a line and a band per step and module call
     fig = coord_page.draw(coord_page.figure_data(coords), 2, "adam")
     lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()}
@@ -256,10 +256,10 @@ def test_a_coord_folder_and_its_report_page(cli_runs):
     for (step, order), rows in saved.groupby(["step", "order"]):
         line = lines[f"mean|{step}|{order}"]
         np.testing.assert_array_equal(line.get_xdata(), rows["width"])
-        np.testing.assert_allclose(line.get_ydata(), rows["value"], rtol=1e-12)
+        np.testing.assert_allclose(line.get_ydata(), rows["value"], rtol=1e-7)
         edge = bands[f"band|{step}|{order}"].get_paths()[0].vertices[:, 1]
         np.testing.assert_allclose(
-            np.unique(edge), np.unique(np.r_[rows["lo"], rows["hi"]]), rtol=1e-12
+            np.unique(edge), np.unique(np.r_[rows["lo"], rows["hi"]]), rtol=1e-7
         )
     # the page: a verdict at init and after training, every slope in the table, no nan or inf
     html = path.read_text()

@@ -306,14 +306,14 @@ def test_a_probe_folder_and_its_report_page(cli_runs):
     saved = pd.read_csv(folder / "report" / "figures" / "modules.csv")
     assert list(saved.columns) == probe_page.DATA_COLUMNS
     assert set(saved["kind_of_point"]) == {"measured"}
-    # the CSV is the mean, lowest and highest seed of each module call, computed here
+    # the CSV is each module call's mean, lowest and highest seed (to float32's 8 digits)
     for statistic in ("out_var", "weight_grad_norm"):
         by_call = modules.groupby(["order", "module"])[statistic].agg(["mean", "min", "max"])
         by_call = by_call.dropna().reset_index()
         rows = saved[saved["statistic"] == statistic].reset_index(drop=True)
         assert list(rows["module"]) == list(by_call["module"])
         for ours, theirs in (("value", "mean"), ("lo", "min"), ("hi", "max")):
-            np.testing.assert_allclose(rows[ours], by_call[theirs], rtol=1e-12)
+            np.testing.assert_allclose(rows[ours], by_call[theirs], rtol=1e-7)
     # the figure draws exactly the CSV
     data = probe_page.figure_data(modules)
     marks = probe_page.extremes(probe_page.steps(modules, data))
@@ -323,7 +323,7 @@ def test_a_probe_folder_and_its_report_page(cli_runs):
         rows = saved[saved["statistic"] == statistic]
         line = drawn[f"measured|{statistic}"]
         np.testing.assert_array_equal(line.get_xdata(), rows["order"])
-        np.testing.assert_allclose(line.get_ydata(), rows["value"], rtol=1e-12)
+        np.testing.assert_allclose(line.get_ydata(), rows["value"], rtol=1e-7)
     # the arrows: the largest and smallest ratio between consecutive weighted or norm modules
     means = modules.groupby("order").agg(
         module=("module", "first"), out_var=("out_var", "mean"), weight_var=("weight_var", "first")
