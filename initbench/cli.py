@@ -25,6 +25,16 @@ from initbench.errors import UsageError
 
 LARGE_GRID_SECONDS = 12 * 3600  # longer estimated sweeps need --yes
 
+# options several commands share
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Reinitialize = Annotated[
+    str | None, typer.Option(help="Re-initialize every weight first (default: as built).")
+]
+ModelArgs = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", metavar="KEY=VALUE", help="For the model's factory; repeatable."),
+]
+
 app = typer.Typer(
     help="Benchmark neural-network weight initialization in PyTorch.",
     no_args_is_help=True,
@@ -165,7 +175,7 @@ def sweep(
     train_steps: Annotated[int | None, typer.Option(help="Steps per run; 0: probe only.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     rng: Annotated[
         str, typer.Option(help="host (same numbers on every device), device, or auto.")
     ] = "auto",
@@ -286,20 +296,13 @@ def probe(
             "--input", metavar="SPEC", help="A shape (standard-normal batches) or a .pt file."
         ),
     ] = DEFAULT_PROBE_INPUT,
-    scheme: Annotated[
-        str | None, typer.Option(help="Re-initialize every weight first (default: as built).")
-    ] = None,
+    scheme: Reinitialize = None,
     activation: Annotated[
         str | None, typer.Option(help="What the scheme's matched gains refer to (default relu).")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Copies probed (re-initialized per seed).")] = 1,
-    model_arg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model-arg", metavar="KEY=VALUE", help="For the model's factory; repeatable."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    model_arg: ModelArgs = None,
+    device: Device = "auto",
     out: Annotated[Path | None, typer.Option(help="Default: results/probe-<model name>.")] = None,
 ) -> None:
     """Per-module statistics of any model: output, gradient and weight variances."""
@@ -333,9 +336,7 @@ def coord(
     ),
     steps: Annotated[int, typer.Option(help="Optimizer steps after initialization.")] = 3,
     seeds: Annotated[int, typer.Option(help="Copies per width.")] = 2,
-    scheme: Annotated[
-        str | None, typer.Option(help="Re-initialize every weight first (default: as built).")
-    ] = None,
+    scheme: Reinitialize = None,
     activation: Annotated[
         str, typer.Option(help="A built-in arch's nonlinearity; what matched gains refer to.")
     ] = "relu",
@@ -353,13 +354,8 @@ def coord(
     batch: Annotated[
         int | None, typer.Option(help="A built-in arch's batch size (default 64).")
     ] = None,
-    model_arg: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model-arg", metavar="KEY=VALUE", help="For the model's factory; repeatable."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    model_arg: ModelArgs = None,
+    device: Device = "auto",
     out: Annotated[Path | None, typer.Option(help="Default: results/coord-<model name>.")] = None,
 ) -> None:
     """How every module's output scales with width, at init and after a few steps."""
@@ -400,7 +396,7 @@ def phase(
     dataset: Annotated[str | None, typer.Option(help="Probe/train on this dataset.")] = None,
     train_steps: Annotated[int, typer.Option(help="Steps per run; 0: probe only.")] = 0,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: Device = "auto",
     out: Annotated[Path | None, typer.Option(help="Default: results/phase-<activation>.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -448,7 +444,7 @@ def reproduce(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Run every reproduction.")] = False,
     full: Annotated[bool, typer.Option("--full", help="The paper's size (hours; a GPU).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    device: Device = "cpu",
     out: Annotated[Path | None, typer.Option(help="Default: results/reproduce[/NAME].")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -16,6 +17,13 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
         cwd=cwd,
         timeout=300,
     )
+
+
+def run_all(command: str, jobs: dict[str, list[str]], cwd) -> dict:
+    """``initbench COMMAND ARGS`` for every named job, two at a time: name -> result."""
+    with ThreadPoolExecutor(2) as pool:
+        results = pool.map(lambda args: run_cli(command, *args, cwd=cwd), jobs.values())
+        return dict(zip(jobs, results, strict=True))
 
 
 def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> None:

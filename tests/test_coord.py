@@ -11,7 +11,6 @@ coords.parquet.
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from initbench.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, wid
 from initbench.device import run_generator
 from initbench.report import coord as coord_page
 from initbench.report import report
-from tests.cli import assert_usage_error, run_cli
+from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
@@ -212,10 +211,7 @@ def cli_runs(tmp_path_factory, nets):
     ]
     for name, (args, _) in BAD.items():
         jobs[name] = [a.format(nets=nets) for a in args] + ["--out", str(root / name)]
-    with ThreadPoolExecutor(2) as pool:
-        runs = pool.map(lambda a: run_cli("coord", *a, cwd=root), jobs.values())
-        done = dict(zip(jobs, runs, strict=True))
-    return root, done
+    return root, run_all("coord", jobs, root)
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -10,7 +10,6 @@ import copy
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from initbench.errors import UsageError
 from initbench.modelprobe import COLUMNS, load_model, probe_model
 from initbench.report import modules as probe_page
 from initbench.report import report
-from tests.cli import assert_usage_error, run_cli
+from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
@@ -281,10 +280,7 @@ def cli_runs(tmp_path_factory, factory_file):
         "--out",
         str(root / "good"),
     ]
-    with ThreadPoolExecutor(2) as pool:
-        runs = pool.map(lambda a: run_cli("probe", *a, cwd=root), jobs.values())
-        done = dict(zip(jobs, runs, strict=True))
-    return root, done
+    return root, run_all("probe", jobs, root)
 
 
 @pytest.mark.parametrize("case", list(BAD))

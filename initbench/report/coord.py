@@ -11,7 +11,6 @@ slope.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from initbench.errors import UsageError
 from initbench.modelprobe import shape_text
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import env, provenance
+from initbench.report.html import provenance, write_page
 from initbench.report.modules import aggregate, label
 from initbench.store import Results
 
@@ -273,18 +272,12 @@ def page(results: Results, out: Path) -> Path:
         "to the highest seed. A flat line is width-stable.",
     )
     html = table(slopes).to_html(index=False, classes="sortable", border=0, escape=True)
-    text = (
-        env()
-        .get_template("coord.html.j2")
-        .render(
-            title=f"initbench coord: {meta.get('model')}",
-            figure=figure,
-            table=html,
-            stable=STABLE,
-            summary=summary(meta),
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    return write_page(
+        "coord.html.j2",
+        out,
+        title=f"initbench coord: {meta.get('model')}",
+        figure=figure,
+        table=html,
+        stable=STABLE,
+        summary=summary(meta),
     )
-    path = out / "index.html"
-    path.write_text(text)
-    return path

@@ -57,6 +57,15 @@ def env() -> jinja2.Environment:
     return environment
 
 
+def write_page(template: str, out: Path, **context) -> Path:
+    """Renders a page template into ``out/index.html``, stamped with the time (unless
+    ``context`` has ``generated``)."""
+    context.setdefault("generated", datetime.now(UTC).isoformat(timespec="seconds"))
+    path = out / "index.html"
+    path.write_text(env().get_template(template).render(**context))
+    return path
+
+
 def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """Writes the report of a results folder: ``index.html``, figures (PNG, SVG and the
     CSV each draws), tables (CSV, Markdown, HTML) and ``verdicts.csv``.
@@ -123,38 +132,32 @@ def sweep_page(results: Results, out: Path) -> Path:
     figures = all_figures(ctx, figures_dir, int(grid.get("train_steps") or 0))
     columns, rows = matrix(verdicts, trained)
     expected = int(results.meta.get("runs", len(cells)))
-    page = (
-        env()
-        .get_template("sweep.html.j2")
-        .render(
-            title=f"initbench: {results.path.name}",
-            meta=results.meta,
-            status=cells["status"].value_counts().to_dict(),
-            missing=expected - len(cells),
-            expected=expected,
-            columns=columns,
-            rows=rows,
-            tables=[
-                {"id": t.id, "title": t.title, "verdict": t.verdict, "html": _table_html(t.view)}
-                for t in tables
-            ],
-            sections=[
-                (key, name, [f for f in figures if f.section == key])
-                for key, name in SECTIONS.items()
-                if any(f.section == key for f in figures)
-            ],
-            trained=trained,
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-            summary=summary(cells, results.meta),
-            threshold=f"{2**THRESHOLD:.0f}",
-            settled=f"{2**SETTLED:.2g}",
-            settled_limit=f"{2**SETTLED_LIMIT:.0f}",
-            target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
-        )
+    return write_page(
+        "sweep.html.j2",
+        out,
+        title=f"initbench: {results.path.name}",
+        meta=results.meta,
+        status=cells["status"].value_counts().to_dict(),
+        missing=expected - len(cells),
+        expected=expected,
+        columns=columns,
+        rows=rows,
+        tables=[
+            {"id": t.id, "title": t.title, "verdict": t.verdict, "html": _table_html(t.view)}
+            for t in tables
+        ],
+        sections=[
+            (key, name, [f for f in figures if f.section == key])
+            for key, name in SECTIONS.items()
+            if any(f.section == key for f in figures)
+        ],
+        trained=trained,
+        summary=summary(cells, results.meta),
+        threshold=f"{2**THRESHOLD:.0f}",
+        settled=f"{2**SETTLED:.2g}",
+        settled_limit=f"{2**SETTLED_LIMIT:.0f}",
+        target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
     )
-    path = out / "index.html"
-    path.write_text(page)
-    return path
 
 
 def _table_html(view: pd.DataFrame) -> str:

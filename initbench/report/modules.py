@@ -10,7 +10,6 @@ numbers, and a sortable table lists every module call.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 from initbench.errors import UsageError
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import env, provenance
+from initbench.report.html import provenance, write_page
 from initbench.store import Results
 
 NAME = "modules"
@@ -277,17 +276,11 @@ def page(results: Results, out: Path) -> Path:
         "the next. x at the bottom: exactly 0; ^ at the top: an overflow.",
     )
     html = table(modules).to_html(index=False, classes="sortable", border=0, escape=True)
-    text = (
-        env()
-        .get_template("probe.html.j2")
-        .render(
-            title=f"initbench probe: {results.meta.get('model')}",
-            figure=figure,
-            table=html,
-            summary=summary(results.meta),
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    return write_page(
+        "probe.html.j2",
+        out,
+        title=f"initbench probe: {results.meta.get('model')}",
+        figure=figure,
+        table=html,
+        summary=summary(results.meta),
     )
-    path = out / "index.html"
-    path.write_text(text)
-    return path

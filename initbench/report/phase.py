@@ -5,7 +5,6 @@ over them, and the measured correlation depth scale against its prediction."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from initbench import theory
 from initbench.activations import get_activation
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import env, summary, verdicts_of
+from initbench.report.html import summary, verdicts_of, write_page
 from initbench.schemes import get_scheme
 from initbench.store import Results
 
@@ -230,21 +229,15 @@ def page(results: Results, out: Path) -> Path:
     data = pd.concat([_tidy(table[table["bias_var"] == b], line, b) for b, line in lines.items()])
     save(scale_figure(table, lines, spec["activation"]), data, figures_dir, "depth_scale")
     figures.append(Figure("depth_scale", "phase", "Correlation depth scale", ""))
-    html = (
-        env()
-        .get_template("phase.html.j2")
-        .render(
-            title=f"initbench phase diagram: {results.path.name}",
-            spec=spec,
-            figures=figures,
-            verdicts=verdicts(table, lines),
-            summary=summary(results.cells, results.meta),
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    return write_page(
+        "phase.html.j2",
+        out,
+        title=f"initbench phase diagram: {results.path.name}",
+        spec=spec,
+        figures=figures,
+        verdicts=verdicts(table, lines),
+        summary=summary(results.cells, results.meta),
     )
-    path = out / "index.html"
-    path.write_text(html)
-    return path
 
 
 def _tidy(rows: pd.DataFrame, line: pd.DataFrame, sigma_b2: float) -> pd.DataFrame:

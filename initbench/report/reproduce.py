@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 from initbench.errors import UsageError
 from initbench.report import fmt
-from initbench.report.html import env
+from initbench.report.html import write_page
 from initbench.store import Results
 
 
@@ -38,24 +37,18 @@ def page(results: Results, out: Path) -> Path:
         "../" if out.resolve().parent == results.path.resolve() else f"{results.path.resolve()}/"
     )
     out.mkdir(parents=True, exist_ok=True)
-    html = (
-        env()
-        .get_template("reproduce.html.j2")
-        .render(
-            title=f"Reproduction: {record['name']}",
-            record=record,
-            measured=measured_text(record),
-            details=[
-                (k, fmt.number(v) if isinstance(v, int | float) else str(v))
-                for k, v in record["details"].items()
-            ],
-            prefix=prefix,
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    return write_page(
+        "reproduce.html.j2",
+        out,
+        title=f"Reproduction: {record['name']}",
+        record=record,
+        measured=measured_text(record),
+        details=[
+            (k, fmt.number(v) if isinstance(v, int | float) else str(v))
+            for k, v in record["details"].items()
+        ],
+        prefix=prefix,
     )
-    path = out / "index.html"
-    path.write_text(html)
-    return path
 
 
 def overview(results: Results, out: Path) -> Path:
@@ -65,18 +58,12 @@ def overview(results: Results, out: Path) -> Path:
     prefix = (
         "../" if out.resolve().parent == results.path.resolve() else f"{results.path.resolve()}/"
     )
-    html = (
-        env()
-        .get_template("reproductions.html.j2")
-        .render(
-            title="initbench: reproductions of classic results",
-            records=[r | {"measured_text": measured_text(r)} for r in records],
-            passed=sum(r["passed"] for r in records),
-            seconds=sum(r["seconds"] for r in records),
-            prefix=prefix,
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    return write_page(
+        "reproductions.html.j2",
+        out,
+        title="initbench: reproductions of classic results",
+        records=[r | {"measured_text": measured_text(r)} for r in records],
+        passed=sum(r["passed"] for r in records),
+        seconds=sum(r["seconds"] for r in records),
+        prefix=prefix,
     )
-    path = out / "index.html"
-    path.write_text(html)
-    return path

@@ -16,7 +16,7 @@ from scipy import stats
 from initbench.errors import UsageError
 from initbench.probe import STATISTICS
 from initbench.report.classify import CELL_KEYS
-from initbench.report.html import env, report, summary, verdicts_of
+from initbench.report.html import report, summary, verdicts_of, write_page
 from initbench.report.tables import matrix
 from initbench.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
 from initbench.store import Results, atomic_write_bytes, atomic_write_parquet, load
@@ -184,22 +184,17 @@ def site_page(results: Results, out: Path) -> Path:
             found = PRESETS[entry["preset"]]
             whole = PRESETS.get(found.whole) if found.whole else None
             presets[found.name] = {"preset": found, "whole": whole}
-    page = (
-        env()
-        .get_template("site.html.j2")
-        .render(
-            title="initbench results",
-            sweeps=sweeps,
-            presets=list(presets.values()),
-            others=[
-                e | {"about": KINDS.get(e["kind"], e["kind"])}
-                for e in meta["entries"]
-                if e["kind"] != "sweep"
-            ],
-            asv_link=meta.get("asv_link"),
-            generated=meta.get("generated"),
-        )
+    return write_page(
+        "site.html.j2",
+        Path(out),
+        title="initbench results",
+        sweeps=sweeps,
+        presets=list(presets.values()),
+        others=[
+            e | {"about": KINDS.get(e["kind"], e["kind"])}
+            for e in meta["entries"]
+            if e["kind"] != "sweep"
+        ],
+        asv_link=meta.get("asv_link"),
+        generated=meta.get("generated"),
     )
-    path = Path(out) / "index.html"
-    path.write_text(page)
-    return path
