@@ -119,8 +119,8 @@ def sweep(
                 for records in results:
                     store.write(records)
                     done += len(records.cells)
-                    bar.n = done  # whole runs, whatever the chunk reported on the way
-                    bar.refresh()
+                    # whole runs, whatever the chunk reported on the way
+                    bar.update(done - bar.n)
         except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
             bar.close()
             with contextlib.suppress(OSError):  # the error on its way out is the one to see
@@ -159,9 +159,13 @@ def _finish(store: Store, meta: dict[str, Any], how: str, seconds: float) -> Non
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):
+    """A progress bar on stderr; in a log (not a terminal) a line every 30 s at most."""
+    import sys
+
     from tqdm.auto import tqdm
 
     return tqdm(
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
         total=total,
         initial=done,
         disable=not enabled,
