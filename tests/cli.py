@@ -6,7 +6,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 
-def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``initbench ARGS`` in a fresh interpreter (tracebacks off, as a user sees it)."""
     env = {k: v for k, v in os.environ.items() if k != "INITBENCH_DEBUG"}
     return subprocess.run(
@@ -15,7 +15,7 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
         text=True,
         env=env,
         cwd=cwd,
-        timeout=300,
+        timeout=timeout,
     )
 
 

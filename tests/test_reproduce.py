@@ -1,13 +1,11 @@
 """initbench reproduce: every classic result reproduces on this machine, with its page."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from initbench.reproduce import REPRODUCTIONS
+from tests.cli import run_cli
 
 KEYS = {
     "name",
@@ -27,21 +25,10 @@ KEYS = {
 }
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "initbench.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ | {"INITBENCH_DEBUG": ""},
-        timeout=1800,
-    )
-
-
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce") / "all"
-    done = _cli("reproduce", "--all", "--out", str(out), "--no-progress")
+    done = run_cli("reproduce", "--all", "--out", str(out), "--no-progress", timeout=1800)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -76,7 +63,7 @@ def test_the_overview_lists_every_result(reproduced):
     ],
 )
 def test_bad_input_is_one_line(args, message, tmp_path):
-    done = _cli("reproduce", *args, "--out", str(tmp_path / "x"))
+    done = run_cli("reproduce", *args, "--out", str(tmp_path / "x"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"initbench: error: {message}" + done.stderr.strip().split(message, 1)[1]

@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +9,7 @@ from initbench import Grid, engine
 from initbench.errors import UsageError
 from initbench.executors import local
 from initbench.schema import CELL_COLUMNS, HIST_COLUMNS, LAYER_COLUMNS, SCHEMA_VERSION
+from tests.cli import run_cli
 
 SMALL = Grid(
     schemes=("xavier_normal", "kaiming_normal[mode=fan_in,nonlinearity=matched]", "dirac"),
@@ -134,18 +132,6 @@ def test_a_derived_grid_has_its_own_cells():
     assert [c.id for c in base.cells()] == ["zeros|relu|mlp|d2|w8"]
 
 
-def _cli(*args, cwd=None):
-    env = os.environ | {"INITBENCH_DEBUG": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "initbench.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -172,7 +158,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "bad.toml").write_text("depths = [1, 2\n")
     (tmp_path / "wrongkey.toml").write_text("depth = 3\n")
     (tmp_path / "afile").write_text("x")
-    result = _cli("sweep", "--no-progress", "--depths", "2", "--widths", "8", *args, cwd=tmp_path)
+    result = run_cli(
+        "sweep", "--no-progress", "--depths", "2", "--widths", "8", *args, cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -180,7 +168,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_cli_sweep_and_list(tmp_path):
-    result = _cli(
+    result = run_cli(
         "sweep",
         "--schemes",
         "orthogonal,normal[std=0.01]",
@@ -201,9 +189,9 @@ def test_cli_sweep_and_list(tmp_path):
         "orthogonal[gain=matched]",
         "orthogonal[gain=unit]",
     ]
-    listing = json.loads(_cli("list", "presets", "--json").stdout)
+    listing = json.loads(run_cli("list", "presets", "--json").stdout)
     assert {p["name"] for p in listing} >= {"quick", "default", "full"}
-    schemes = json.loads(_cli("list", "schemes", "--json").stdout)
+    schemes = json.loads(run_cli("list", "schemes", "--json").stdout)
     assert (
         "xavier_normal[gain=matched]"
         in schemes[[s["name"] for s in schemes].index("xavier_normal")]["variants"]
