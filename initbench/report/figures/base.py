@@ -241,6 +241,24 @@ def legend(fig, colors: dict[str, tuple], groups: list[str], extra: list = ()) -
     return (0.25 + 0.19 * rows) / fig.get_size_inches()[1]
 
 
+def mean_and_band(ax, x: np.ndarray, rows: pd.DataFrame, color, group: str, **line) -> None:
+    """The mean over seeds (``value``) as a line over its band (``lo`` to ``hi``), at the
+    points where the mean is finite."""
+    y = rows["value"].to_numpy(float)
+    ok = np.isfinite(y)
+    ax.fill_between(
+        x[ok],
+        rows["lo"].to_numpy(float)[ok],
+        rows["hi"].to_numpy(float)[ok],
+        color=color,
+        alpha=0.15,
+        lw=0,
+        zorder=1,
+        gid=f"band|{group}",
+    )
+    ax.plot(x[ok], y[ok], color=color, zorder=3, gid=f"measured|{group}", **line)
+
+
 def off_chart(ax, x: np.ndarray, y: np.ndarray, color, lo: float, hi: float) -> str | None:
     """Marks where a line leaves the axes (a triangle at the edge) and returns a note."""
     finite = np.isfinite(y)

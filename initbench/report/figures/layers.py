@@ -28,6 +28,7 @@ from initbench.report.figures.base import (
     finish,
     finite_range,
     label_lists,
+    mean_and_band,
     off_chart,
     save,
     setup,
@@ -254,27 +255,7 @@ def _panel(ax, ctx, colors, stat, keys, panel, activation, depth) -> None:
     for scheme, rows in measured.groupby("scheme_id", sort=False):
         color = colors[scheme]
         x, y = rows["layer"].to_numpy(), rows["value"].to_numpy(float)
-        finite = np.isfinite(y)
-        ax.fill_between(
-            x[finite],
-            rows["lo"].to_numpy(float)[finite],
-            rows["hi"].to_numpy(float)[finite],
-            color=color,
-            alpha=0.15,
-            lw=0,
-            zorder=1,
-            gid=f"band|{scheme}",
-        )
-        ax.plot(
-            x[finite],
-            y[finite],
-            color=color,
-            lw=1.8,
-            marker="o" if depth <= 30 else None,
-            ms=3,
-            zorder=3,
-            gid=f"measured|{scheme}",
-        )
+        mean_and_band(ax, x, rows, color, scheme, lw=1.8, marker="o" if depth <= 30 else None, ms=3)
         off_chart(ax, x, y, color, lo, hi)
         zero_marks(ax, x, y, color, lo)
     from matplotlib.ticker import MaxNLocator

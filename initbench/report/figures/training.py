@@ -27,6 +27,7 @@ from initbench.report.figures.base import (
     facet_title,
     finish,
     label_lists,
+    mean_and_band,
     save,
     setup,
     stem,
@@ -62,25 +63,7 @@ def draw_curves(ctx: Context, name: str, keys: dict, table: pd.DataFrame, groups
     fig, panels = depth_panels(setup(), table, "step")
     for ax, _, _, panel in panels:
         for scheme, rows in panel.groupby("scheme_id", sort=False):
-            color = colors[scheme]
-            x = rows["layer"].to_numpy(float)
-            ok = np.isfinite(rows["value"].to_numpy(float))
-            ax.fill_between(
-                x[ok],
-                rows["lo"].to_numpy(float)[ok],
-                rows["hi"].to_numpy(float)[ok],
-                color=color,
-                alpha=0.15,
-                lw=0,
-                gid=f"band|{scheme}",
-            )
-            ax.plot(
-                x[ok],
-                rows["value"].to_numpy(float)[ok],
-                color=color,
-                lw=1.6,
-                gid=f"measured|{scheme}",
-            )
+            mean_and_band(ax, rows["layer"].to_numpy(float), rows, colors[scheme], scheme, lw=1.6)
         if name == "accuracy":
             ax.axhline(ctx.target, ls=":", color="0.4", lw=1)
             ax.set_ylim(0, 1)
