@@ -66,14 +66,16 @@ def write_page(template: str, out: Path, **context) -> Path:
     return path
 
 
-def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
+def report(results_dir: str | Path | Results, out: str | Path | None = None, **options) -> Path:
     """Writes the report of a results folder: ``index.html``, figures (PNG, SVG and the
     CSV each draws), tables (CSV, Markdown, HTML) and ``verdicts.csv``.
 
     Args:
         results_dir: a folder written by ``initbench sweep`` (or ``probe``, ``coord``,
-            ``phase``, ``reproduce``).
+            ``phase``, ``reproduce``), or that folder already loaded.
         out: where to write (default ``results_dir/report``).
+        options: for the page of the folder's kind (a sweep's: ``classified``, its
+            classification when the caller has it already).
 
     Returns:
         The path of the HTML page.
@@ -81,7 +83,7 @@ def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     Raises:
         UsageError: not a results folder, or one with no finished runs.
     """
-    results = load(results_dir)
+    results = results_dir if isinstance(results_dir, Results) else load(results_dir)
     out = Path(out) if out else results.path / ("" if results.kind == "site" else "report")
     if results.kind not in PAGES:
         raise UsageError(f"{results.path} holds results of an unknown kind {results.kind!r}")
@@ -89,7 +91,7 @@ def report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     page = getattr(importlib.import_module(module), function)
     with warnings.catch_warnings():  # NaN and zero variances are expected in failing cells
         warnings.simplefilter("ignore", RuntimeWarning)
-        return page(results, out)
+        return page(results, out, **options)
 
 
 def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
@@ -101,7 +103,10 @@ def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
     return verdicts, trained
 
 
-def sweep_page(results: Results, out: Path) -> Path:
+def sweep_page(
+    results: Results, out: Path, classified: tuple[pd.DataFrame, bool] | None = None
+) -> Path:
+    """A sweep's page; ``classified`` is :func:`verdicts_of`'s result when known."""
     cells = results.cells
     if cells.empty:
         raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
@@ -109,7 +114,8 @@ def sweep_page(results: Results, out: Path) -> Path:
     for folder in (figures_dir, tables_dir):
         folder.mkdir(parents=True, exist_ok=True)
     grid = results.meta.get("grid", {})
-    verdicts, trained = verdicts_of(results)
+    verdicts, trained = classified or verdicts_of(results)
+    verdicts = verdicts.copy()  # figures fill in missing bias variances: the caller's stays
     ordered = [*VERDICT_COLUMNS, *(c for c in verdicts.columns if c not in VERDICT_COLUMNS)]
     verdicts[ordered].to_csv(out / "verdicts.csv", index=False)
 

@@ -57,11 +57,13 @@ def mean_interval(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> p
     return pd.DataFrame(out).astype("float32").reset_index()
 
 
-def aggregate(results: Results, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One sweep's rows of the site's store: ``cells`` (per cell and scheme: the verdicts,
-    then the mean and interval of each number over its ok runs) and ``layers`` (per cell,
-    scheme and layer: each statistic's mean and interval, and the theory)."""
-    verdicts, _ = verdicts_of(results)
+def aggregate(
+    results: Results, name: str, verdicts: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One sweep's rows of the site's store: ``cells`` (per cell and scheme: its
+    ``verdicts``, then the mean and interval of each number over its ok runs) and
+    ``layers`` (per cell, scheme and layer: each statistic's mean and interval, and the
+    theory)."""
     keys = [*CELL_KEYS, "scheme_id"]
     ok = results.cells[results.cells["status"] == "ok"].copy()
     ok["bias_var"] = ok["bias_var"].fillna(0.0)
@@ -111,8 +113,9 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
                 {"name": name, "kind": results.kind, "link": f"{name}/report/index.html"}
             )
             continue
-        report(results.path, out / name)
-        sweep_cells, sweep_layers = aggregate(results, name)
+        classified = verdicts_of(results)
+        report(results, out / name, classified=classified)
+        sweep_cells, sweep_layers = aggregate(results, name, classified[0])
         cells.append(sweep_cells)
         layers.append(sweep_layers)
         meta = results.meta
