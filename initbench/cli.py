@@ -235,7 +235,8 @@ def sweep(
     torch_device = resolve_device(device)
     where = describe_device(torch_device)
     out = out or Path("results") / (preset or (config.stem if config else "sweep"))
-    folders = {name: out / name if chosen and not chosen.single else out for name in grids}
+    in_parts = chosen is not None and not chosen.single  # a folder per part
+    folders = {name: out / name if in_parts else out for name in grids}
     total = left = seconds = 0.0
     for name, grid in grids.items():
         runs = len(grid.runs())
@@ -256,7 +257,7 @@ def sweep(
         )
     began = time.perf_counter()
     for name, grid in grids.items():
-        about = {"preset": preset, "part": name} if chosen and not chosen.single else None
+        about = {"preset": preset, "part": name} if in_parts else None
         try:
             run_sweep(
                 grid,
