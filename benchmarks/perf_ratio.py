@@ -26,7 +26,7 @@ from torch import nn
 import initbench
 from initbench.device import prepare_process, resolve_device, run_generator, synchronize
 from initbench.grid import Grid
-from initbench.planning import plan_chunks
+from initbench.planning import matmul_flops, plan_chunks
 
 GRID = Grid(  # 6 initializers x 4 activations x 4 depths x 3 widths x 3 seeds = 864 runs
     schemes=(
@@ -112,26 +112,11 @@ def timed(fn, device: torch.device, repeat: int = 1) -> float:
     return best
 
 
-def bmm_flops(runs: int, batch: int, width: int, device: torch.device, seconds: float) -> float:
-    """This machine's batched-matmul rate (FLOP/s) on the probe's shapes."""
-    a = torch.randn(runs, batch, width, device=device)
-    w = torch.randn(runs, width, width, device=device)
-    torch.bmm(a, w)
-    n, start = 0, time.perf_counter()
-    synchronize(device)
-    while time.perf_counter() - start < seconds:
-        for _ in range(5):
-            torch.bmm(a, w)
-        n += 5
-        synchronize(device)
-    return 2 * runs * batch * width * width * n / (time.perf_counter() - start)
-
-
 def bound(grid: Grid, device: torch.device) -> tuple[float, float]:
     """The bound's two parts: drawing (seconds) and the FLOPs at the bmm rate (seconds)."""
     draw = timed(lambda: draw_weights(grid), torch.device("cpu"))
     runs = min(64, len(grid.runs()))
-    rate = bmm_flops(runs, grid.batch_size, max(grid.widths), device, seconds=0.5)
+    rate = matmul_flops(device, max(grid.widths), 0.5, grid.batch_size, runs)
     flops = sum(map(grid.flops_per_run, grid.cells())) * grid.seeds
     return draw, flops / rate
 
@@ -222,7 +207,7 @@ def main() -> None:
     flops = big.flops_per_run(big.cells()[0]) * len(big.runs())
     t_big = timed(lambda: initbench_sweep(big, device), device, repeat=3)
     achieved = flops / t_big
-    peak = bmm_flops(8, 256, width, device, seconds=1.0)
+    peak = matmul_flops(device, width, 1.0, batch=256, runs=8)
     print(
         f"width {width}, depth {depth}, batch 256: initbench {achieved / 1e9:.1f} GFLOP/s, "
         f"batched matmul {peak / 1e9:.1f} GFLOP/s, ratio {achieved / peak:.0%}"

@@ -47,10 +47,14 @@ def chunk_bytes(device: torch.device) -> int:
     return CPU_CHUNK_BYTES
 
 
-def matmul_flops(device: torch.device, width: int = 256, seconds: float = 0.2) -> float:
-    """This device's float32 matmul rate (FLOP/s) on ``width`` x ``width`` products."""
-    a = torch.randn(256, width, device=device)
-    w = torch.randn(width, width, device=device)
+def matmul_flops(
+    device: torch.device, width: int = 256, seconds: float = 0.2, batch: int = 256, runs: int = 1
+) -> float:
+    """This device's float32 matmul rate (FLOP/s) on ``batch x width`` by ``width x width``
+    products, ``runs`` of them in one batched matmul."""
+    stack = (runs,) if runs > 1 else ()
+    a = torch.randn(*stack, batch, width, device=device)
+    w = torch.randn(*stack, width, width, device=device)
     a @ w
     synchronize(device)
     n, start = 0, time.perf_counter()
@@ -59,7 +63,7 @@ def matmul_flops(device: torch.device, width: int = 256, seconds: float = 0.2) -
             a @ w
         n += 10
         synchronize(device)
-    return 2 * 256 * width * width * n / (time.perf_counter() - start)
+    return 2 * runs * batch * width * width * n / (time.perf_counter() - start)
 
 
 def estimate_seconds(grid: Grid, device: torch.device, runs: int | None = None) -> float:

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import initbench
 from benchmarks.perf_ratio import (
     GRID,
-    bmm_flops,
     hand_written_loop,
     initbench_sweep,
     timed,
 )
 from initbench import Grid
 from initbench.device import prepare_process
+from initbench.planning import matmul_flops
 
 AGREEMENT = Grid(
     schemes=(
@@ -141,7 +141,7 @@ def speed() -> list[bool]:
         part = Grid.from_dict({"widths": [width]}, WIDE)
         flops = part.flops_per_run(part.cells()[0]) * len(part.runs())
         seconds = timed(lambda p=part: initbench_sweep(p, cuda), cuda, repeat=3)
-        peak = bmm_flops(part.seeds, part.batch_size, width, cuda, seconds=1.0)
+        peak = matmul_flops(cuda, width, 1.0, part.batch_size, part.seeds)
         ratio = flops / seconds / peak
         verdicts.append(ratio >= 0.5)
         print(
