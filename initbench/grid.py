@@ -113,6 +113,9 @@ class Grid:
     eval_every: int = 25
     target_accuracy: float = 0.8
 
+    def __post_init__(self) -> None:
+        self.run_count()  # every name, size and setting checked where the grid is made
+
     # ---- construction -----------------------------------------------------------------
 
     @classmethod
@@ -130,16 +133,7 @@ class Grid:
     @classmethod
     def from_toml(cls, path: str | Path, base: Grid | None = None) -> Grid:
         """A grid from a TOML file of grid keys (``depths = [5, 20]``)."""
-        try:
-            with open(path, "rb") as fh:
-                values = tomllib.load(fh)
-        except FileNotFoundError:
-            raise UsageError(f"config file {str(path)!r} not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"cannot read config file {str(path)!r}: {error}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise UsageError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-        return cls.from_dict(values.get("grid", values), base)
+        return cls.from_dict(read_toml(path), base)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (JSON and TOML friendly) that :meth:`from_dict` reads back."""
@@ -199,6 +193,8 @@ class Grid:
                 raise UsageError(f"{name} is empty: the grid has no cells")
 
     def _check_arch(self, arch: Arch) -> None:
+        for width in self.widths:
+            arch.check_width(width)
         if self.dataset is not None:
             self.inputs(arch, max(self.widths))  # refuses a layout the dataset cannot give
         if self.jacobian:
@@ -291,20 +287,49 @@ class Grid:
         return 6.0 * examples * self.seeds * sum(map(self.macs_per_sample, self.cells()))
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The grid keys of a TOML file (top level, or its ``[grid]`` table).
+
+    Raises:
+        UsageError: a missing, unreadable or invalid file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read config file {str(path)!r}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    return values.get("grid", values)
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     text = str(hint)
     if value is None and "None" in text:
         return None
     if "tuple" in text:
-        items = value.split(",") if isinstance(value, str) else value
+        items = value
         if not isinstance(items, list | tuple):
-            raise UsageError(f"{key} must be a list, got {value!r}")
+            example = _as_list(value)
+            raise UsageError(f"{key} must be a list, got {value!r} (write {key} = {example})")
         item_type = int if "int" in text else float if "float" in text else str
         return tuple(_scalar(key, item, item_type) for item in items if str(item).strip())
     for kind in (bool, int, float, str):
         if kind.__name__ in text:
             return _scalar(key, value, kind)
     return value
+
+
+def _as_list(value: Any) -> str:
+    """How a list of ``value``'s items is written in TOML: ``[3]``, ``["relu", "tanh"]``."""
+    items = [part.strip() for part in str(value).split(",") if part.strip()]
+    try:
+        [float(item) for item in items]
+        return f"[{', '.join(items)}]"
+    except ValueError:
+        return "[" + ", ".join(f'"{item}"' for item in items) + "]"
 
 
 def _scalar(key: str, value: Any, kind: type) -> Any:

@@ -163,6 +163,8 @@ def _uniform(a: float = 0.0, b: float = 1.0) -> Scheme:
 
 def _normal(std: float = 1.0, mean: float = 0.0) -> Scheme:
     std, mean = float(std), float(mean)
+    if not std >= 0:
+        raise UsageError(f"normal needs a std >= 0, got std={std:g}")
     params = {"std": std} | ({"mean": mean} if mean else {})
     return Scheme(
         "normal",
@@ -187,6 +189,10 @@ def _truncated_normal_moments(std: float, a: float, b: float) -> tuple[float, fl
 
 def _trunc_normal(std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Scheme:
     std, a, b = float(std), float(a), float(b)
+    if not std > 0:
+        raise UsageError(f"trunc_normal needs a std > 0, got std={std:g}")
+    if not a < b:
+        raise UsageError(f"trunc_normal needs a < b, got a={a:g}, b={b:g}")
     params = {"std": std} | ({"a": a, "b": b} if (a, b) != (-2.0, 2.0) else {})
     return Scheme(
         "trunc_normal",
@@ -433,6 +439,8 @@ def _sparse(sparsity: float = 0.1, std: float = 0.01) -> Scheme:
     sparsity, std = float(sparsity), float(std)
     if not 0 <= sparsity < 1:
         raise UsageError(f"sparse needs 0 <= sparsity < 1, got {sparsity:g}")
+    if not std >= 0:
+        raise UsageError(f"sparse needs a std >= 0, got std={std:g}")
 
     def moments(shape: Sequence[int], act: Activation) -> tuple[float, float]:
         rows = shape[0]
@@ -563,7 +571,7 @@ def torch_initializers() -> list[str]:
 
 def _build(name: str, params: dict[str, object]) -> Scheme:
     try:
-        return FAMILIES[name].build(**params)
+        scheme = FAMILIES[name].build(**params)
     except UsageError:
         raise
     except ValueError as error:
@@ -573,6 +581,10 @@ def _build(name: str, params: dict[str, object]) -> Scheme:
         raise UsageError(
             f"scheme {name!r} takes parameters {accepted or 'none'}, got {sorted(params)}"
         ) from None
+    for key, value in scheme.params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"scheme {name!r} needs a finite {key}, got {value}")
+    return scheme
 
 
 def get_scheme(scheme_id: str | Scheme) -> Scheme:

@@ -248,6 +248,9 @@ class Arch:
 
     # ---- inputs ---------------------------------------------------------------------------
 
+    def check_width(self, width: int) -> None:
+        """Raises :class:`UsageError` for a width this architecture cannot have."""
+
     def synthetic_sample(self, width: int, image_size: int, tokens: int) -> tuple[int, ...]:
         """The shape of one standard-normal probe sample at this width."""
         return (width,)

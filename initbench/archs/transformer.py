@@ -25,6 +25,7 @@ from torch import nn
 
 from initbench.activations import Activation
 from initbench.archs.base import ROWS, Arch, Axes, Inputs, Stacked, Stage, Taps, stacked_linear
+from initbench.errors import UsageError
 
 TOKENS = Axes(run=0, batch=1, positions=(2,), units=3)  # (R, B, T, N)
 MLP_RATIO = 4
@@ -73,10 +74,17 @@ class Transformer(Arch):
     def positions(self, inputs: Inputs) -> int:
         return inputs.sample[0]
 
-    def heads(self, width: int) -> int:
-        """``width / head_dim`` heads, or one head when that does not divide evenly."""
+    def check_width(self, width: int) -> None:
         head_dim = self.values["head_dim"]
-        return width // head_dim if width >= head_dim and width % head_dim == 0 else 1
+        if width > head_dim and width % head_dim:
+            raise UsageError(
+                f"{self.id}: heads of {head_dim} units do not divide width {width}; choose "
+                f"widths that are multiples of {head_dim} (or at most {head_dim}: one head)"
+            )
+
+    def heads(self, width: int) -> int:
+        """``width / head_dim`` heads; one head of every unit at widths up to ``head_dim``."""
+        return max(1, width // self.values["head_dim"])
 
     def build(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
         blocks = [
