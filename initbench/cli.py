@@ -7,9 +7,12 @@ imported inside the commands that need them, so ``--help`` and ``list`` answer a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +24,7 @@ try:  # typer 0.20+ carries its own copy of click, whose exceptions it raises
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
-from initbench.errors import UsageError
+from initbench.errors import RunsFailed, UsageError
 
 LARGE_GRID_SECONDS = 12 * 3600  # longer estimated sweeps need --yes
 
@@ -42,6 +45,26 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from initbench import __version__
+
+        typer.echo(f"initbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Benchmark neural-network weight initialization in PyTorch."""
 
 
 class Listing(StrEnum):
@@ -195,7 +218,7 @@ def sweep(
 
     A preset with parts (the atlas) sweeps each part into OUT/PART.
     """
-    from initbench.grid import Grid
+    from initbench.grid import Grid, read_toml
     from initbench.presets import get_preset
 
     chosen = get_preset(preset) if preset else None
@@ -218,12 +241,10 @@ def sweep(
         "optimizer": optimizer,
         "lr": lr,
     }
-    grids = {}
-    for name, grid in parts.items():
-        if config is not None:
-            grid = Grid.from_toml(config, grid)
-        grids[name] = Grid.from_dict({k: v for k, v in flags.items() if v is not None}, grid)
-        grids[name].run_count()  # names and sizes checked before torch loads: answers at once
+    given = read_toml(config) if config is not None else {}
+    given |= {k: v for k, v in flags.items() if v is not None}
+    # names and sizes are checked as each grid is made, before torch loads: answers at once
+    grids = {name: Grid.from_dict(given, grid) for name, grid in parts.items()}
     import time
 
     from initbench.device import describe_device, resolve_device
@@ -280,7 +301,25 @@ def sweep(
             )
             sys.exit(130)
     took = f" ({duration(time.perf_counter() - began)})" if progress else ""
-    typer.echo(f"results in {out}{took}")
+    for line in _failures(list(folders.values())):
+        typer.echo(line, err=True)
+    done(f"results in {out}{took}")
+
+
+def _failures(sweep_folders: list[Path]) -> list[str]:
+    """A line for each folder where some runs failed: how many, the first reason."""
+    from initbench.store import read_table
+
+    lines = []
+    for folder in dict.fromkeys(sweep_folders):
+        cells = read_table(folder, "cells", columns=["run_id", "status", "reason"])
+        failed = cells[cells["status"].isin(["failed", "oom"])]
+        if len(failed):
+            lines.append(
+                f"initbench: {len(failed):,} of {len(cells):,} runs in {folder} failed (the "
+                f"first: {failed['reason'].iloc[0]}); running the command again retries them"
+            )
+    return lines
 
 
 DEFAULT_PROBE_INPUT = "8x3x224x224"  # a batch of 8 ImageNet-sized images
@@ -319,7 +358,12 @@ def probe(
         model_args=model_arg or [],
         device=device,
     )
-    typer.echo(f"module statistics in {folder / 'modules.parquet'}")
+    from initbench.report import report
+    from initbench.report.modules import findings
+
+    page = report(folder)
+    typer.echo(findings(initbench_load(folder)))
+    done(f"module statistics in {folder / 'modules.parquet'}; page in {page}")
 
 
 @app.command()
@@ -379,7 +423,12 @@ def coord(
         model_args=model_arg or [],
         device=device,
     )
-    typer.echo(f"coordinates in {folder / 'coords.parquet'}, slopes in {folder / 'slopes.parquet'}")
+    from initbench.report import report
+    from initbench.report.coord import findings
+
+    page = report(folder)
+    typer.echo(findings(initbench_load(folder)))
+    done(f"coordinates and slopes in {folder}; page in {page}")
 
 
 @app.command()
@@ -402,7 +451,6 @@ def phase(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """A phase diagram over (sigma_w^2, sigma_b^2): measured against chi1 = 1 and 6 xi_c."""
-    from initbench.grid import Grid
     from initbench.phase import parse_values, phase_grid
 
     weights = parse_values(sigma_w2, "--sigma-w2")
@@ -411,8 +459,7 @@ def phase(
     if not depth_list:
         raise UsageError(f"--depths must be a comma list of integers, got {depths!r}")
     more = {"dataset": dataset, "train_steps": train_steps, "lr": lr}
-    grid = phase_grid(activation, weights, biases, depth_list, width, seeds, **more)
-    Grid.run_count(grid)  # names and sizes checked before torch loads
+    phase_grid(activation, weights, biases, depth_list, width, seeds, **more)  # checks names
     from initbench.phase import phase as run_phase
 
     try:
@@ -431,7 +478,7 @@ def phase(
     except KeyboardInterrupt:
         typer.echo("initbench: interrupted; run the same command again to resume", err=True)
         sys.exit(130)
-    typer.echo(f"results in {path}; initbench report {path} draws the phase diagram")
+    done(f"results in {path}; initbench report {path} draws the phase diagram")
 
 
 def _integers(text: str) -> bool:
@@ -459,12 +506,12 @@ def reproduce(
         folder = out or Path("results") / "reproduce" / name
         record = catalog.reproduce(name, folder, full=full, device=device, progress=progress)
         word = "reproduced" if record["passed"] else "NOT reproduced"
-        typer.echo(f"{name}: {word} ({record['seconds']} s); report in {folder / 'report'}")
+        done(f"{name}: {word} ({record['seconds']} s); report in {folder / 'report'}")
         return
     page = catalog.reproduce_all(
         out or Path("results") / "reproduce", full=full, device=device, progress=progress
     )
-    typer.echo(f"report in {page}")
+    done(f"report in {page}")
 
 
 @app.command("report")
@@ -477,7 +524,7 @@ def report_cmd(
     """Write the tables, figures and HTML page of a results folder."""
     from initbench.report import report
 
-    typer.echo(f"report in {report(results_dir, out)}")
+    done(f"report in {report(results_dir, out)}")
 
 
 @app.command("publish")
@@ -489,42 +536,134 @@ def publish_cmd(
     """Build a static site joining several sweep reports and asv's pages."""
     from initbench.report import publish
 
-    typer.echo(f"site in {publish(sweep_dirs, out, asv_html)}")
+    done(f"site in {publish(sweep_dirs, out, asv_html)}")
+
+
+@app.command()
+def check(
+    folder: Annotated[Path, typer.Argument(help="A results folder (any kind) or a site.")],
+    repair: Annotated[
+        bool,
+        typer.Option(help="Remove damaged files, so that running the sweep again recomputes them."),
+    ] = False,
+) -> None:
+    """Verify a results folder: every table readable, every run once, what is left to do.
+
+    Exit code 0 when the folder is whole (or was repaired), 1 when it is damaged.
+    """
+    from initbench.check import check_folder, repair_folder
+
+    health = check_folder(folder)
+    for line in health.lines():
+        typer.echo(line)
+    if health.damaged and repair:
+        for line in repair_folder(health):
+            typer.echo(line)
+        return
+    if health.damaged:
+        raise typer.Exit(1)
+
+
+def initbench_load(folder: Path):
+    from initbench.store import load
+
+    return load(folder)
+
+
+# ---- the entry point ------------------------------------------------------------------------
+
+# errno values that say the user's path cannot be written: exit 2, like any bad input
+PATH_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """An interrupt that lands in a finalizer cannot propagate: remember it, print nothing."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _interrupted.set()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def done(text: str) -> None:
+    """Prints a command's last line, unless Ctrl-C came first (then it exits 130). From here
+    on the work is whole: a later Ctrl-C changes nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+    typer.echo(text)
 
 
 def main() -> None:
-    """Entry point: one line and exit 2 for bad input, unless INITBENCH_DEBUG=1."""
-    debug = os.environ.get("INITBENCH_DEBUG") == "1"
+    """Entry point: one line and exit 2 for bad input, unless INITBENCH_DEBUG=1; Ctrl-C
+    anywhere exits 130 with one line."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main else None
+    sys.unraisablehook = _quiet_unraisable
+    _interrupted.clear()
+    try:
+        code = _run(os.environ.get("INITBENCH_DEBUG") == "1")
+    finally:
+        sys.unraisablehook = sys.__unraisablehook__
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if _interrupted.is_set() and code != 130:
+        typer.echo("initbench: interrupted", err=True)
+        code = 130
+    sys.exit(code)
+
+
+def _run(debug: bool) -> int:
+    """Runs the command line; returns the exit code, having printed any error as one line."""
     try:
         code = app(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:  # no command: the help, exit 0
         typer.echo(error.ctx.get_help() if error.ctx else str(error))
-        sys.exit(0)
+        return 0
     except click.ClickException as error:
         if debug:
             raise
-        typer.echo(f"initbench: error: {_one_line(error.format_message())}", err=True)
-        sys.exit(error.exit_code)
-    except typer.Abort:
+        return _error(_one_line(error.format_message()), error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted.clear()
         typer.echo("initbench: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except UsageError as error:
         if debug:
             raise
-        typer.echo(f"initbench: error: {error}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("initbench: interrupted", err=True)
-        sys.exit(130)
+        return _error(str(error), 2)
+    except RunsFailed as error:
+        if debug:
+            raise
+        return _error(str(error), 1)
     except OSError as error:
         if debug:
             raise
-        message = error.strerror if error.strerror and error.filename is None else error
-        typer.echo(f"initbench: error: {message}", err=True)
-        sys.exit(1)
+        where = f"{error.filename}: " if error.filename else ""
+        return _error(f"{where}{error.strerror or error}", 2 if error.errno in PATH_ERRORS else 1)
     if code == 130:
+        _interrupted.clear()
         typer.echo("initbench: interrupted", err=True)
-    sys.exit(code or 0)
+    return code or 0
+
+
+def _error(message: str, code: int) -> int:
+    typer.echo(f"initbench: error: {message}", err=True)
+    return code
 
 
 def _one_line(message: str) -> str:

@@ -33,10 +33,10 @@ from initbench.archs import get_arch
 from initbench.archs.base import Inputs
 from initbench.device import device_info, resolve_device, run_generator, use_full_float32
 from initbench.errors import UsageError
+from initbench.folders import claim, write_results
 from initbench.initialize import apply
 from initbench.modelprobe import (
     build_model,
-    check_out,
     first_line,
     first_tensor,
     fit_batch,
@@ -46,7 +46,6 @@ from initbench.modelprobe import (
     prepare,
     shape_text,
     watched,
-    write_results,
 )
 from initbench.schemes import get_scheme
 
@@ -519,7 +518,7 @@ def coord_folder(
     )
     widths = check_widths(widths)
     where = resolve_device(device)
-    check_out(out, "coord")
+    claim(out, "coord")
     use_full_float32()
     started = now()
     records = measure(

@@ -3,3 +3,7 @@
 
 class UsageError(ValueError):
     """Bad input from the user: an unknown name, an empty grid, an unreadable file."""
+
+
+class RunsFailed(RuntimeError):
+    """Every run of a sweep failed: nothing was measured (exit code 1 on the command line)."""

@@ -31,9 +31,9 @@ from initbench import __version__
 from initbench.activations import get_activation
 from initbench.device import device_info, resolve_device, run_generator, use_full_float32
 from initbench.errors import UsageError
+from initbench.folders import claim, write_results
 from initbench.initialize import apply
 from initbench.schemes import get_scheme
-from initbench.store import Store, atomic_write_parquet
 
 COLUMNS = [
     "seed",
@@ -358,10 +358,11 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
 
 def model_name(spec: str) -> str:
     """The model's name in the default output folder: ``resnet18`` for
-    ``torchvision:resnet18``, ``nets-make`` for ``path/to/nets.py:make``."""
+    ``torchvision:resnet18``, ``nets-make`` for ``path/to/nets.py:make``,
+    ``resmlp-norm-layer`` for ``resmlp[norm=layer]``."""
     source, _, name = spec.rpartition(":")
     text = name if source in ("torchvision", "") else f"{Path(source).stem}-{name}"
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text) or "model"
+    return "-".join(re.findall(r"[A-Za-z0-9._]+", text)).strip("._") or "model"
 
 
 def load_input(spec: str) -> Inputs:
@@ -462,7 +463,7 @@ def probe_folder(
     scheme_id = get_scheme(scheme).id if scheme else None
     activation = get_activation(activation or "relu").id if scheme else None
     where = resolve_device(device)
-    check_out(out, "probe")
+    claim(out, "probe")
     model = load_model(model_spec, args)
     use_full_float32()
     started = now()
@@ -483,37 +484,6 @@ def probe_folder(
     } | device_info(where)
     write_results(out, {"modules": frame}, meta)
     return out
-
-
-def check_out(out: Path, kind: str) -> None:
-    """Refuses an output folder that is a file, or is not empty and holds no results of
-    ``kind`` (``meta.json``'s ``kind``), whose tables would be replaced.
-
-    Raises:
-        UsageError: naming the folder.
-    """
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output {str(out)!r} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        meta = Store(out).read_meta()
-        if meta is None or meta.get("kind") != kind:
-            raise UsageError(f"{out} is not empty and holds no {kind}; choose another --out")
-
-
-def write_results(out: Path, tables: Mapping[str, pd.DataFrame], meta: dict[str, Any]) -> None:
-    """Writes ``out/<name>.parquet`` for each table, then ``out/meta.json``, each to a
-    temporary name renamed into place.
-
-    Raises:
-        UsageError: the folder cannot be written.
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, frame in tables.items():
-            atomic_write_parquet(out / f"{name}.parquet", frame)
-        Store(out).write_meta(meta)
-    except OSError as error:
-        raise UsageError(f"cannot write to {out}: {error.strerror}") from None
 
 
 def now() -> str:

@@ -17,7 +17,7 @@ and recomputed. Readers merge compacted tables and shards, keeping each run's la
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from initbench.errors import UsageError
+from initbench.folders import atomic_write_parquet, claim, read_meta, write_meta
 from initbench.schema import SCHEMA_VERSION
 
 TABLES = ("layers", "curves", "hists", "spectra", "cells")  # cells last marks a chunk done
@@ -80,22 +81,6 @@ class Results:
         return str(self.meta.get("kind", "sweep"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_bytes(path, frame.to_parquet(index=False))
-
-
 class Store:
     """One sweep folder, opened for writing."""
 
@@ -110,21 +95,15 @@ class Store:
         return self.root / "meta.json"
 
     def read_meta(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.meta_path().read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise UsageError(f"{self.meta_path()} is unreadable: {error}") from None
+        return read_meta(self.root)
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write_bytes(self.meta_path(), json.dumps(meta, indent=2, default=str).encode())
+        write_meta(self.root, meta)
 
     def begin(self, grid: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """Creates the folder, or checks that it holds the same grid; returns the meta."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"output {str(self.root)!r} is a file, not a folder")
-        existing = self.read_meta() if self.root.exists() else None
+        claim(self.root, str(meta.get("kind", "sweep")))
+        existing = self.read_meta()
         if existing is not None:
             if existing.get("grid") != grid:
                 changed = sorted(
@@ -137,10 +116,8 @@ class Store:
                     "choose another --out or remove that folder"
                 )
             meta = existing | {k: v for k, v in meta.items() if k not in ("started",)}
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise UsageError(f"{self.root} is not empty and holds no sweep; choose another --out")
         try:
-            self.shards.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
             meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
             self.write_meta(meta)
         except OSError as error:  # read-only, permission denied, no space
@@ -154,6 +131,7 @@ class Store:
         self._counter += 1
         stem = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:05d}"
         try:
+            self.shards.mkdir(exist_ok=True)
             for table in TABLES:
                 frame = getattr(records, table)
                 if len(frame) or table == "cells":
@@ -174,6 +152,8 @@ class Store:
         """
         shard_files = sorted(self.shards.glob("*.parquet")) if self.shards.exists() else []
         if not shard_files:
+            with contextlib.suppress(OSError):  # an empty folder left by an older version
+                self.shards.rmdir()
             return
         keep = _latest_attempts(self.root)
         for table in TABLES:
@@ -195,6 +175,8 @@ class Store:
                 tmp.unlink(missing_ok=True)
         for path in shard_files:
             path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only an empty folder goes
+            self.shards.rmdir()
 
 
 def _fsync(path: Path) -> None:
@@ -223,7 +205,9 @@ def _latest_attempts(root: Path) -> list[list[str]]:
     cell_sources = _sources(root, "cells")
     latest: dict[str, int] = {}
     for index, path in enumerate(cell_sources):
-        for run_id in pq.read_table(path, columns=["run_id"]).column(0).to_pylist():
+        with reading(root, path):
+            run_ids = pq.read_table(path, columns=["run_id"]).column(0).to_pylist()
+        for run_id in run_ids:
             latest[run_id] = index
     keep: list[list[str]] = [[] for _ in cell_sources]
     for run_id, index in latest.items():
@@ -243,11 +227,42 @@ def _latest_rows(
         if path is None or not keep[index]:
             continue
         wanted = pa.array(keep[index], pa.string())
-        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
-            rows = pa.Table.from_batches([batch])
-            rows = rows.filter(pc.is_in(rows["run_id"], value_set=wanted))
-            if rows.num_rows:
-                yield rows
+        with reading(root, path):
+            for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+                rows = pa.Table.from_batches([batch])
+                rows = rows.filter(pc.is_in(rows["run_id"], value_set=wanted))
+                if rows.num_rows:
+                    yield rows
+
+
+DAMAGE = (pa.ArrowException, OSError, ValueError, KeyError)  # what reading a bad file raises
+
+
+class DamagedStore(UsageError):
+    """A table of a results folder cannot be read."""
+
+
+def damaged(root: Path, path: Path, error: BaseException, kind: str = "sweep") -> DamagedStore:
+    """The one line that names a damaged file and what to do about it."""
+    reason = " ".join(str(error).split())[:120] or type(error).__name__
+    todo = (
+        f"initbench check {root} --repair removes it, and running the sweep again "
+        "recomputes its runs"
+        if kind in ("sweep", "phase")
+        else f"run the command that wrote {root} again"
+    )
+    return DamagedStore(f"{path} is damaged ({reason}); {todo}")
+
+
+@contextlib.contextmanager
+def reading(root: Path, path: Path, kind: str = "sweep") -> Iterator[None]:
+    """Turns a failure to read ``path`` into :class:`DamagedStore`."""
+    try:
+        yield
+    except DamagedStore:
+        raise
+    except DAMAGE as error:
+        raise damaged(root, path, error, kind) from None
 
 
 def read_table(
@@ -288,17 +303,18 @@ def load(path: str | Path) -> Results:
     meta = Store(root).read_meta()
     if meta is None:
         raise UsageError(f"{str(root)!r} is not a sweep folder (no meta.json)")
-    try:
-        if meta.get("kind") == "site":  # a published site's store: aggregated, no shards
-            tables = {t: _read_whole(root / f"{t}.parquet") for t in TABLES}
-        else:
-            keep = _latest_attempts(root)
-            tables = {t: read_table(root, t, keep=keep) for t in TABLES}
-        other = {
-            path.stem: pd.read_parquet(path)
-            for path in sorted(root.glob("*.parquet"))
-            if path.stem not in TABLES
-        }
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{root} holds a corrupt table: {error}") from None
+    kind = str(meta.get("kind", "sweep"))
+    if kind == "site":  # a published site's store: aggregated, no shards
+        tables = {}
+        for table in TABLES:
+            with reading(root, root / f"{table}.parquet", kind):
+                tables[table] = _read_whole(root / f"{table}.parquet")
+    else:
+        keep = _latest_attempts(root)
+        tables = {t: read_table(root, t, keep=keep) for t in TABLES}
+    other = {}
+    for path in sorted(root.glob("*.parquet")):
+        if path.stem not in TABLES:
+            with reading(root, path, kind):
+                other[path.stem] = pd.read_parquet(path)
     return Results(root, meta, *(tables[t] for t in RECORD_TABLES), other)

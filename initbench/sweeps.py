@@ -18,11 +18,11 @@ from initbench.device import (
     resolve_device,
     resolve_rng,
 )
-from initbench.errors import UsageError
+from initbench.errors import RunsFailed, UsageError
 from initbench.executors import get_executor
 from initbench.grid import Grid
 from initbench.planning import plan_chunks
-from initbench.store import Store
+from initbench.store import FINISHED, Store, read_table
 
 
 def sweep(
@@ -128,7 +128,19 @@ def sweep(
             raise
         bar.close()
         _finish(store, meta, "finished", time.perf_counter() - began)
+        _check_outcome(store, [r.id for r in runs])
         return Path(out)
+
+
+def _check_outcome(store: Store, run_ids: list[str]) -> None:
+    """Raises :class:`RunsFailed` when not one of ``run_ids`` finished."""
+    cells = read_table(store.root, "cells", columns=["run_id", "status", "reason"])
+    mine = cells[cells["run_id"].isin(run_ids)]
+    if len(mine) and not mine["status"].isin(FINISHED).any():
+        raise RunsFailed(
+            f"all {len(mine):,} runs failed; the first: {mine['reason'].iloc[0]}; "
+            "nothing was measured"
+        )
 
 
 def _git_commit() -> str | None:

@@ -229,6 +229,11 @@ def test_a_coord_folder_and_its_report_page(cli_runs):
     assert meta["kind"] == "coord" and meta["widths"] == [16, 32, 64] and meta["depth"] == 3
     assert meta["input_shapes"]["32"] == [16, 32] and meta["optimizer"] == "adam"
     results = initbench.load(folder)
+    printed = done["good"].stdout.splitlines()  # the page's findings, then where things are
+    assert printed[:-1] == coord_page.findings(results).splitlines()
+    assert printed[-1] == (
+        f"coordinates and slopes in {folder}; page in {folder / 'report' / 'index.html'}"
+    )
     coords, slopes = results.tables["coords"], results.tables["slopes"]
     pd.testing.assert_frame_equal(slopes, fit_slopes(coords))
     path = report(folder)

@@ -297,6 +297,12 @@ def test_a_probe_folder_and_its_report_page(cli_runs):
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["kind"] == "probe" and meta["model_args"] == {"num_classes": 10}
     assert meta["seeds"] == 2 and meta["input_shape"] == [2, 3, 32, 32]
+    printed = done["good"].stdout.splitlines()  # the page's findings, then where things are
+    assert printed[:-1] == probe_page.findings(initbench.load(folder)).splitlines()
+    assert printed[-1] == (
+        f"module statistics in {folder / 'modules.parquet'}; "
+        f"page in {folder / 'report' / 'index.html'}"
+    )
     path = report(folder)
     modules = initbench.load(folder).tables["modules"]
     saved = pd.read_csv(folder / "report" / "figures" / "modules.csv")

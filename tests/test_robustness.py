@@ -11,7 +11,7 @@ import time
 import pytest
 
 import initbench
-from initbench import Grid, cli, store
+from initbench import Grid, cli, folders, store
 from initbench.errors import UsageError
 
 # 8 chunks of about a second each on 2 cores: long enough to stop in the middle
@@ -117,7 +117,7 @@ def _main(monkeypatch, capsys, *args):
 
 
 def _failing_writes(after, code):
-    real, calls = store.atomic_write_bytes, []
+    real, calls = folders.atomic_write_bytes, []
 
     def write(path, data):
         calls.append(path)
@@ -132,7 +132,7 @@ def test_disk_full_while_writing_is_one_line_and_the_store_stays_readable(
     tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "s"
-    monkeypatch.setattr(store, "atomic_write_bytes", _failing_writes(5, errno.ENOSPC))
+    monkeypatch.setattr(folders, "atomic_write_bytes", _failing_writes(5, errno.ENOSPC))
 
     def compact_on_a_full_disk(self):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -157,7 +157,7 @@ def test_read_only_output_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, c
         out.mkdir()
         out.chmod(0o555)
     if os.geteuid() == 0:  # root writes anyway: refuse the way a read-only mount does
-        monkeypatch.setattr(store, "atomic_write_bytes", _failing_writes(0, errno.EROFS))
+        monkeypatch.setattr(folders, "atomic_write_bytes", _failing_writes(0, errno.EROFS))
     with pytest.raises(UsageError, match=r"cannot write to .*api: "):
         initbench.sweep(SMALL, api, device="cpu", progress=False)
     code, err = _main(monkeypatch, capsys, "sweep", "--depths", "2", "--out", str(command))

@@ -250,11 +250,24 @@ def summary(meta: dict) -> list[tuple[str, str]]:
     return lines + provenance(meta)
 
 
-def page(results: Results, out: Path) -> Path:
-    """Writes ``out/index.html`` and ``out/figures/coords.{png,svg,csv}``."""
+def _tables(results: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
     coords, slopes = results.tables.get("coords"), results.tables.get("slopes")
     if coords is None or coords.empty or slopes is None:
         raise UsageError(f"{results.path} holds no coords.parquet: run initbench coord first")
+    return coords, slopes
+
+
+def findings(results: Results) -> str:
+    """The page's verdict on a coord folder: what ``initbench coord`` prints."""
+    coords, slopes = _tables(results)
+    points = coords.groupby(["width", "seed"]).ngroups
+    steps = int(coords["step"].max())
+    return verdict(slopes, steps, str(results.meta.get("optimizer")), points)
+
+
+def page(results: Results, out: Path) -> Path:
+    """Writes ``out/index.html`` and ``out/figures/coords.{png,svg,csv}``."""
+    coords, slopes = _tables(results)
     meta = results.meta
     steps, optimizer = int(coords["step"].max()), str(meta.get("optimizer"))
     figures_dir = out / "figures"

@@ -10,7 +10,9 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from initbench import folders
 from initbench.errors import UsageError
+from initbench.folders import atomic_write_bytes
 from initbench.report import fmt
 from initbench.report.classify import (
     CELL_KEYS,
@@ -58,11 +60,11 @@ def env() -> jinja2.Environment:
 
 
 def write_page(template: str, out: Path, **context) -> Path:
-    """Renders a page template into ``out/index.html``, stamped with the time (unless
-    ``context`` has ``generated``)."""
+    """Renders a page template into ``out/index.html`` (whole or not at all), stamped with
+    the time (unless ``context`` has ``generated``)."""
     context.setdefault("generated", datetime.now(UTC).isoformat(timespec="seconds"))
     path = out / "index.html"
-    path.write_text(env().get_template(template).render(**context))
+    atomic_write_bytes(path, env().get_template(template).render(**context).encode())
     return path
 
 
@@ -70,10 +72,14 @@ def report(results_dir: str | Path | Results, out: str | Path | None = None, **o
     """Writes the report of a results folder: ``index.html``, figures (PNG, SVG and the
     CSV each draws), tables (CSV, Markdown, HTML) and ``verdicts.csv``.
 
+    The report is built beside ``out`` and swapped in whole: an error or Ctrl-C leaves the
+    previous one as it was. A site's page is its own ``index.html``, rewritten in place.
+
     Args:
         results_dir: a folder written by ``initbench sweep`` (or ``probe``, ``coord``,
-            ``phase``, ``reproduce``), or that folder already loaded.
-        out: where to write (default ``results_dir/report``).
+            ``phase``, ``reproduce``, ``publish``), or that folder already loaded.
+        out: where to write (default ``results_dir/report``); a new or empty folder, or
+            an earlier report.
         options: for the page of the folder's kind (a sweep's: ``classified``, its
             classification when the caller has it already).
 
@@ -81,17 +87,27 @@ def report(results_dir: str | Path | Results, out: str | Path | None = None, **o
         The path of the HTML page.
 
     Raises:
-        UsageError: not a results folder, or one with no finished runs.
+        UsageError: not a results folder, one with no finished runs, or an ``out`` that
+            holds something other than a report.
     """
     results = results_dir if isinstance(results_dir, Results) else load(results_dir)
-    out = Path(out) if out else results.path / ("" if results.kind == "site" else "report")
+    if results.kind == "report":
+        raise UsageError(f"{results.path} is a report: give initbench report its results folder")
     if results.kind not in PAGES:
         raise UsageError(f"{results.path} holds results of an unknown kind {results.kind!r}")
     module, _, function = PAGES[results.kind].partition(":")
     page = getattr(importlib.import_module(module), function)
     with warnings.catch_warnings():  # NaN and zero variances are expected in failing cells
         warnings.simplefilter("ignore", RuntimeWarning)
-        return page(results, out, **options)
+        if results.kind == "site" and (
+            out is None or Path(out).resolve() == results.path.resolve()
+        ):
+            return page(results, results.path, **options)
+        out = Path(out) if out else results.path / "report"
+        with folders.replacing(out, "report") as building:
+            written = page(results, building, **options)
+            folders.write_meta(building, {"kind": "report", "of": results.kind})
+        return out / written.relative_to(building)
 
 
 def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:

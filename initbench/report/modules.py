@@ -256,11 +256,23 @@ def summary(meta: dict) -> list[tuple[str, str]]:
     return lines + provenance(meta)
 
 
-def page(results: Results, out: Path) -> Path:
-    """Writes ``out/index.html`` and ``out/figures/modules.{png,svg,csv}``."""
+def _modules(results: Results) -> pd.DataFrame:
     modules = results.tables.get("modules")
     if modules is None or modules.empty:
         raise UsageError(f"{results.path} holds no modules.parquet: run initbench probe first")
+    return modules
+
+
+def findings(results: Results) -> str:
+    """The page's verdict on a probe folder: what ``initbench probe`` prints."""
+    modules = _modules(results)
+    data = figure_data(modules)
+    return verdict(modules, data, extremes(steps(modules, data)))
+
+
+def page(results: Results, out: Path) -> Path:
+    """Writes ``out/index.html`` and ``out/figures/modules.{png,svg,csv}``."""
+    modules = _modules(results)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     data = figure_data(modules)

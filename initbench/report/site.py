@@ -4,7 +4,6 @@ layer: each statistic's), and an index page drawn from that store."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,12 +13,13 @@ import pandas as pd
 from scipy import stats
 
 from initbench.errors import UsageError
+from initbench.folders import atomic_write_parquet, replacing, write_meta
 from initbench.probe import STATISTICS
 from initbench.report.classify import CELL_KEYS
 from initbench.report.html import report, summary, verdicts_of, write_page
 from initbench.report.tables import matrix
 from initbench.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
-from initbench.store import Results, atomic_write_bytes, atomic_write_parquet, load
+from initbench.store import Results, load
 
 # the cells columns the store keeps as mean and interval over a cell's ok runs (the
 # verdicts already carry final_test_acc and steps_to_target with their intervals)
@@ -102,12 +102,19 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
     for results in loaded:
         if results.kind == "sweep" and results.cells.empty:
             raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with replacing(Path(out), "site", inputs=[r.path for r in loaded]) as building:
+        write_site(loaded, names, building, asv_html)
+    return Path(out) / "index.html"
+
+
+def write_site(
+    loaded: list[Results], names: list[str], out: Path, asv_html: str | Path | None
+) -> Path:
+    """Writes the site of :func:`publish` into the empty folder ``out``."""
     entries, cells, layers = [], [], []
     for results, name in zip(loaded, names, strict=True):
         if results.kind != "sweep":
-            shutil.copytree(results.path, out / name, dirs_exist_ok=True)
+            shutil.copytree(results.path, out / name, ignore=_own_report(results.path))
             report(out / name)
             entries.append(
                 {"name": name, "kind": results.kind, "link": f"{name}/report/index.html"}
@@ -139,7 +146,7 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
     asv_link = None
     asv_source = Path(asv_html) if asv_html else Path("results/asv/html")
     if (asv_source / "index.html").exists():
-        shutil.copytree(asv_source, out / "asv", dirs_exist_ok=True)
+        shutil.copytree(asv_source, out / "asv")
         asv_link = "asv/index.html"
     for table, frames in (("cells", cells), ("layers", layers)):
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -151,8 +158,14 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
         "entries": entries,
         "asv_link": asv_link,
     }
-    atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=2, default=str).encode())
+    write_meta(out, meta)
     return site_page(load(out), out)
+
+
+def _own_report(root: Path):
+    """For ``shutil.copytree``: leaves out ``root/report`` (made anew in the site)."""
+    top = root.resolve()
+    return lambda folder, names: ["report"] if Path(folder).resolve() == top else []
 
 
 def status_text(cells) -> str:

@@ -83,11 +83,12 @@ def reproduce(
     Returns:
         The contents of ``reproduce.json``.
     """
-    from initbench.store import Store
+    from initbench import folders
 
     entry = get(name)
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    about = {"name": name, "initbench": __version__, "device": device}
+    folders.begin(folder, "reproduce", about)
     start = time.perf_counter()
     outcome: Outcome = importlib.import_module(entry.module).run(folder, full, device, progress)
     record = {
@@ -98,16 +99,11 @@ def reproduce(
         "full": full,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    (folder / "reproduce.json").write_text(json.dumps(record, indent=2, default=_json))
-    Store(folder).write_meta(
-        {
-            "kind": "reproduce",
-            "name": name,
-            "initbench": __version__,
-            "device": device,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+    folders.atomic_write_bytes(
+        folder / "reproduce.json", json.dumps(record, indent=2, default=_json).encode()
     )
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    folders.write_meta(folder, {"kind": "reproduce", **about, "finished": finished})
     from initbench.report import report
 
     report(folder)
@@ -118,13 +114,12 @@ def reproduce_all(
     out: str | Path, *, full: bool = False, device: str = "cpu", progress: bool = True
 ) -> Path:
     """Runs every reproduction into ``out/<name>`` and writes one page for all of them."""
-    from initbench.store import Store
+    from initbench import folders
 
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    folders.begin(root, "reproductions", {"names": list(REPRODUCTIONS)})
     for name in REPRODUCTIONS:
         reproduce(name, root / name, full=full, device=device, progress=progress)
-    Store(root).write_meta({"kind": "reproductions", "names": list(REPRODUCTIONS)})
     from initbench.report import report
 
     return report(root)
