@@ -66,6 +66,11 @@ def sweep(
 
     Returns:
         The sweep folder.
+
+    Raises:
+        UsageError: bad input, or an ``out`` that holds other results or cannot be written.
+        DamagedStore: a table of ``out`` does not read (see ``initbench check``).
+        RunsFailed: not one run finished (the message gives the first reason).
     """
     began = time.perf_counter()
     runs = grid.runs()
