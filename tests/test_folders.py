@@ -17,15 +17,9 @@ from initbench.check import check_folder
 from initbench.errors import UsageError
 from initbench.report import publish, report
 from tests.cli import assert_usage_error, run_cli
+from tests.test_robustness import SMALL
 
-GRID = initbench.Grid(
-    schemes=("xavier_normal", "orthogonal"),
-    activations=("tanh", "relu"),
-    depths=(2, 3),
-    widths=(8,),
-    seeds=2,
-    batch_size=16,
-)
+GRID = SMALL  # and the same grid as flags:
 SWEEP_ARGS = ["--schemes", "xavier_normal,orthogonal", "--depths", "2,3", "--widths", "8"]
 SWEEP_ARGS += ["--seeds", "2", "--batch-size", "16", "--no-progress"]
 
