@@ -22,9 +22,7 @@ import pyarrow.parquet as pq
 
 from initbench.errors import UsageError
 from initbench.folders import read_meta
-from initbench.store import DAMAGE, FINISHED, TABLES
-
-SWEEP_KINDS = ("sweep", "phase")
+from initbench.store import DAMAGE, FINISHED, SWEEP_KINDS, TABLES, reason_of
 
 
 @dataclass
@@ -121,8 +119,7 @@ def _readable(path: Path, remove: tuple[Path, ...], health: Health):
     try:
         return pq.read_table(path)
     except DAMAGE as error:
-        reason = " ".join(str(error).split())[:120] or type(error).__name__
-        health.problems.append(Problem(f"{path} does not read ({reason})", remove))
+        health.problems.append(Problem(f"{path} does not read ({reason_of(error)})", remove))
         return None
 
 

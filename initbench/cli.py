@@ -301,25 +301,7 @@ def sweep(
             )
             sys.exit(130)
     took = f" ({duration(time.perf_counter() - began)})" if progress else ""
-    for line in _failures(list(folders.values())):
-        typer.echo(line, err=True)
     done(f"results in {out}{took}")
-
-
-def _failures(sweep_folders: list[Path]) -> list[str]:
-    """A line for each folder where some runs failed: how many, the first reason."""
-    from initbench.store import read_table
-
-    lines = []
-    for folder in dict.fromkeys(sweep_folders):
-        cells = read_table(folder, "cells", columns=["run_id", "status", "reason"])
-        failed = cells[cells["status"].isin(["failed", "oom"])]
-        if len(failed):
-            lines.append(
-                f"initbench: {len(failed):,} of {len(cells):,} runs in {folder} failed (the "
-                f"first: {failed['reason'].iloc[0]}); running the command again retries them"
-            )
-    return lines
 
 
 DEFAULT_PROBE_INPUT = "8x3x224x224"  # a batch of 8 ImageNet-sized images
@@ -360,9 +342,11 @@ def probe(
     )
     from initbench.report import report
     from initbench.report.modules import findings
+    from initbench.store import load
 
-    page = report(folder)
-    typer.echo(findings(initbench_load(folder)))
+    results = load(folder)
+    page = report(results)
+    typer.echo(findings(results))
     done(f"module statistics in {folder / 'modules.parquet'}; page in {page}")
 
 
@@ -425,9 +409,11 @@ def coord(
     )
     from initbench.report import report
     from initbench.report.coord import findings
+    from initbench.store import load
 
-    page = report(folder)
-    typer.echo(findings(initbench_load(folder)))
+    results = load(folder)
+    page = report(results)
+    typer.echo(findings(results))
     done(f"coordinates and slopes in {folder}; page in {page}")
 
 
@@ -564,12 +550,6 @@ def check(
         raise typer.Exit(1)
 
 
-def initbench_load(folder: Path):
-    from initbench.store import load
-
-    return load(folder)
-
-
 # ---- the entry point ------------------------------------------------------------------------
 
 # errno values that say the user's path cannot be written: exit 2, like any bad input
@@ -639,7 +619,6 @@ def _run(debug: bool) -> int:
             raise
         return _error(_one_line(error.format_message()), error.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        _interrupted.clear()
         typer.echo("initbench: interrupted", err=True)
         return 130
     except UsageError as error:
@@ -656,7 +635,6 @@ def _run(debug: bool) -> int:
         where = f"{error.filename}: " if error.filename else ""
         return _error(f"{where}{error.strerror or error}", 2 if error.errno in PATH_ERRORS else 1)
     if code == 130:
-        _interrupted.clear()
         typer.echo("initbench: interrupted", err=True)
     return code or 0
 

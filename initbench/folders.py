@@ -68,6 +68,16 @@ def write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
     atomic_write_bytes(Path(folder) / META, json.dumps(meta, indent=2, default=str).encode())
 
 
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """Turns a failure to write into ``out`` (read-only, permission denied, a path through a
+    file, no space) into one :class:`UsageError` that names ``out``."""
+    try:
+        yield
+    except OSError as error:
+        raise UsageError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
 def claim(out: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     """Checks that a command writing ``kind`` may write into ``out``: it is missing, empty
     or holds ``kind`` already, and it neither is, holds, nor lies inside one of ``inputs``.
@@ -103,11 +113,9 @@ def begin(out: Path, kind: str, meta: Mapping[str, Any]) -> None:
         UsageError: ``out`` may not be written, or cannot be.
     """
     claim(out, kind)
-    try:
+    with writing(out):
         out.mkdir(parents=True, exist_ok=True)
         write_meta(out, {"kind": kind, **meta})
-    except OSError as error:  # read-only, permission denied, a path through a file
-        raise UsageError(f"cannot write to {out}: {error.strerror}") from None
 
 
 def write_results(out: Path, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> None:
@@ -116,13 +124,11 @@ def write_results(out: Path, tables: Mapping[str, pd.DataFrame], meta: Mapping[s
     Raises:
         UsageError: the folder cannot be written.
     """
-    try:
+    with writing(out):
         out.mkdir(parents=True, exist_ok=True)
         for name, frame in tables.items():
             atomic_write_parquet(out / f"{name}.parquet", frame)
         write_meta(out, meta)
-    except OSError as error:  # read-only, permission denied, no space
-        raise UsageError(f"cannot write to {out}: {error.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -140,14 +146,13 @@ def replacing(out: Path, kind: str, inputs: Iterable[Path] = ()) -> Iterator[Pat
     claim(out, kind, inputs)
     building = out.with_name(f".{out.name}.{os.getpid()}.new")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(building, ignore_errors=True)
-        building.mkdir()
-        yield building
-        with _signals_held():
-            _swap(building, out)
-    except OSError as error:  # read-only, permission denied, no space: name the folder
-        raise UsageError(f"cannot write to {out}: {error.strerror or error}") from None
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            yield building
+            with _signals_held():
+                _swap(building, out)
     finally:
         shutil.rmtree(building, ignore_errors=True)
 

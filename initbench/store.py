@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from initbench.errors import UsageError
-from initbench.folders import atomic_write_parquet, claim, read_meta, write_meta
+from initbench.folders import atomic_write_parquet, claim, read_meta, write_meta, writing
 from initbench.schema import SCHEMA_VERSION
 
 TABLES = ("layers", "curves", "hists", "spectra", "cells")  # cells last marks a chunk done
@@ -116,12 +116,10 @@ class Store:
                     "choose another --out or remove that folder"
                 )
             meta = existing | {k: v for k, v in meta.items() if k not in ("started",)}
-        try:
+        with writing(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
             meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
             self.write_meta(meta)
-        except OSError as error:  # read-only, permission denied, no space
-            raise UsageError(f"cannot write to {self.root}: {error.strerror}") from None
         return meta
 
     # ---- rows ----------------------------------------------------------------------------
@@ -242,16 +240,23 @@ class DamagedStore(UsageError):
     """A table of a results folder cannot be read."""
 
 
+SWEEP_KINDS = ("sweep", "phase")  # folders of runs, shards and compacted tables
+
+
+def reason_of(error: BaseException) -> str:
+    """A read error in a few words, on one line."""
+    return " ".join(str(error).split())[:120] or type(error).__name__
+
+
 def damaged(root: Path, path: Path, error: BaseException, kind: str = "sweep") -> DamagedStore:
     """The one line that names a damaged file and what to do about it."""
-    reason = " ".join(str(error).split())[:120] or type(error).__name__
     todo = (
         f"initbench check {root} --repair removes it, and running the sweep again "
         "recomputes its runs"
-        if kind in ("sweep", "phase")
+        if kind in SWEEP_KINDS
         else f"run the command that wrote {root} again"
     )
-    return DamagedStore(f"{path} is damaged ({reason}); {todo}")
+    return DamagedStore(f"{path} is damaged ({reason_of(error)}); {todo}")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,14 +139,21 @@ def sweep(
 
 
 def _check_outcome(store: Store, run_ids: list[str]) -> None:
-    """Raises :class:`RunsFailed` when not one of ``run_ids`` finished."""
+    """Raises :class:`RunsFailed` when not one of ``run_ids`` finished; when only some
+    failed, says on stderr how many and the first reason."""
     cells = read_table(store.root, "cells", columns=["run_id", "status", "reason"])
     mine = cells[cells["run_id"].isin(run_ids)]
-    if len(mine) and not mine["status"].isin(FINISHED).any():
-        raise RunsFailed(
-            f"all {len(mine):,} runs failed; the first: {mine['reason'].iloc[0]}; "
-            "nothing was measured"
-        )
+    failed = mine[~mine["status"].isin(FINISHED)]
+    if not len(failed):
+        return
+    first = failed["reason"].iloc[0]
+    if len(failed) == len(mine):
+        raise RunsFailed(f"all {len(mine):,} runs failed; the first: {first}; nothing was measured")
+    print(
+        f"initbench: {len(failed):,} of {len(mine):,} runs in {store.root} failed (the first: "
+        f"{first}); running the sweep again retries them",
+        file=sys.stderr,
+    )
 
 
 def _git_commit() -> str | None:

@@ -334,6 +334,30 @@ def test_a_sweep_whose_every_run_fails_exits_1_with_the_first_reason(tmp_path, m
     assert err[0].startswith("initbench: error: all 32 runs failed; the first: RuntimeError: the ")
 
 
+def test_a_sweep_whose_some_runs_fail_says_how_many_and_retries_them(tmp_path, monkeypatch, capsys):
+    from initbench import engine
+
+    real = engine._compute
+
+    def relu_is_broken(todo, *args, **kwargs):
+        if todo[0].cell.activation.id == "relu":
+            raise RuntimeError("relu is broken")
+        return real(todo, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_compute", relu_is_broken)
+    out = tmp_path / "s"
+    code, err, stdout = main(monkeypatch, capsys, "sweep", *SWEEP_ARGS, "--out", str(out))
+    assert code == 0 and stdout == f"results in {out}\n"
+    assert err == [
+        f"initbench: 16 of 32 runs in {out} failed (the first: RuntimeError: relu is broken); "
+        "running the sweep again retries them"
+    ]
+    monkeypatch.setattr(engine, "_compute", real)
+    code, err, _ = main(monkeypatch, capsys, "sweep", *SWEEP_ARGS, "--out", str(out))
+    assert code == 0 and err == []
+    assert set(initbench.load(out).cells["status"]) == {"ok"}
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
