@@ -46,7 +46,7 @@ def sweep(
 
     Re-running with the same grid and folder resumes: finished runs (ok, diverged, skipped)
     are kept, failed and missing ones computed. An interrupt (Ctrl-C) keeps every chunk
-    that finished.
+    that finished. When some runs fail, a line on stderr says how many and the first reason.
 
     Args:
         grid: what to run.
