@@ -7,12 +7,12 @@ import torch
 
 import initbench
 from initbench import Grid
-from initbench.activations import get_activation
 from initbench.archs import get_arch
-from initbench.device import resolve_device
-from initbench.engine import compute_chunk
-from initbench.grid import Cell, Run
-from initbench.schemes import expand_schemes, get_scheme
+from initbench.core.activations import get_activation
+from initbench.core.device import resolve_device
+from initbench.core.schemes import expand_schemes, get_scheme
+from initbench.sweeps.engine import compute_chunk
+from initbench.sweeps.grid import Cell, Run
 
 CPU = resolve_device("cpu")
 
@@ -89,7 +89,7 @@ class TrainStep:
     def setup(self):
         self.grid = Grid(dataset="digits", train_steps=10, eval_every=10)
         self.runs = _runs("mlp", 10, 128, seeds=8)
-        from initbench.data import load_dataset
+        from initbench.core.data import load_dataset
 
         self.data = load_dataset("digits")
 

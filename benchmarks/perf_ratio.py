@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 import initbench
-from initbench.device import prepare_process, resolve_device, run_generator, synchronize
-from initbench.grid import Grid
-from initbench.planning import matmul_flops, plan_chunks
+from initbench.core.device import prepare_process, resolve_device, run_generator, synchronize
+from initbench.sweeps.grid import Grid
+from initbench.sweeps.planning import matmul_flops, plan_chunks
 
 GRID = Grid(  # 6 initializers x 4 activations x 4 depths x 3 widths x 3 seeds = 864 runs
     schemes=(
@@ -124,7 +124,7 @@ def bound(grid: Grid, device: torch.device) -> tuple[float, float]:
 def floor(grid: Grid, device: torch.device) -> float:
     """initbench's own floor: its drawing and the stacked forward and backward passes
     alone, no statistics, no rows, no store (seconds)."""
-    from initbench.engine import initialize_runs
+    from initbench.sweeps.engine import initialize_runs
 
     def run() -> None:
         for chunk in plan_chunks(grid.runs(), grid, device):

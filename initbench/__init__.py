@@ -12,17 +12,17 @@ from typing import Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "Grid": "initbench.grid",
+    "Grid": "initbench.sweeps.grid",
     "apply": "initbench.initialize",
-    "coord_check": "initbench.coord",
-    "expand_schemes": "initbench.schemes",
-    "get_activation": "initbench.activations",
+    "coord_check": "initbench.studies.coord",
+    "expand_schemes": "initbench.core.schemes",
+    "get_activation": "initbench.core.activations",
     "get_arch": "initbench.archs",
-    "get_scheme": "initbench.schemes",
-    "load": "initbench.store",
-    "preset": "initbench.presets",
-    "probe_model": "initbench.modelprobe",
-    "sweep": "initbench.sweeps",
+    "get_scheme": "initbench.core.schemes",
+    "load": "initbench.sweeps.store",
+    "preset": "initbench.sweeps.presets",
+    "probe_model": "initbench.studies.probe",
+    "sweep": "initbench.sweeps.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

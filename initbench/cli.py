@@ -24,7 +24,7 @@ try:  # typer 0.20+ carries its own copy of click, whose exceptions it raises
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
-from initbench.errors import RunsFailed, UsageError
+from initbench.core.errors import RunsFailed, UsageError
 
 LARGE_GRID_SECONDS = 12 * 3600  # longer estimated sweeps need --yes
 
@@ -94,7 +94,7 @@ def split_list(value: str | None) -> list[str] | None:
 
 def _listing(what: Listing) -> list[dict[str, object]]:
     if what is Listing.schemes:
-        from initbench.schemes import FAMILIES, expand_schemes
+        from initbench.core.schemes import FAMILIES, expand_schemes
 
         return [
             {
@@ -106,7 +106,7 @@ def _listing(what: Listing) -> list[dict[str, object]]:
             for name, family in FAMILIES.items()
         ]
     if what is Listing.activations:
-        from initbench.activations import ACTIVATION_NAMES, get_activation
+        from initbench.core.activations import ACTIVATION_NAMES, get_activation
 
         return [
             {
@@ -121,7 +121,7 @@ def _listing(what: Listing) -> list[dict[str, object]]:
 
         return [describe(entry) for entry in ARCHS.values()]
     if what is Listing.presets:
-        from initbench.presets import PRESETS
+        from initbench.sweeps.presets import PRESETS
 
         return [
             {
@@ -139,7 +139,7 @@ def _listing(what: Listing) -> list[dict[str, object]]:
             {"name": r.name, "claim": r.claim, "citation": r.citation}
             for r in REPRODUCTIONS.values()
         ]
-    from initbench.data import DATASETS
+    from initbench.core.data import DATASETS
 
     return [
         {"name": d.name, "source": d.source, "sample": list(d.sample), "classes": d.classes}
@@ -218,8 +218,8 @@ def sweep(
 
     A preset with parts (the atlas) sweeps each part into OUT/PART.
     """
-    from initbench.grid import Grid, read_toml
-    from initbench.presets import get_preset
+    from initbench.sweeps.grid import Grid, read_toml
+    from initbench.sweeps.presets import get_preset
 
     chosen = get_preset(preset) if preset else None
     parts = chosen.parts if chosen else {"": Grid()}
@@ -247,11 +247,11 @@ def sweep(
     grids = {name: Grid.from_dict(given, grid) for name, grid in parts.items()}
     import time
 
-    from initbench.device import describe_device, resolve_device
-    from initbench.planning import estimate_seconds
+    from initbench.core.device import describe_device, resolve_device
     from initbench.report.fmt import duration
-    from initbench.store import Store
-    from initbench.sweeps import sweep as run_sweep
+    from initbench.sweeps.planning import estimate_seconds
+    from initbench.sweeps.run import sweep as run_sweep
+    from initbench.sweeps.store import Store
 
     torch_device = resolve_device(device)
     where = describe_device(torch_device)
@@ -328,7 +328,7 @@ def probe(
     out: Annotated[Path | None, typer.Option(help="Default: results/probe-<model name>.")] = None,
 ) -> None:
     """Per-module statistics of any model: output, gradient and weight variances."""
-    from initbench.modelprobe import model_name, probe_folder
+    from initbench.studies.probe import model_name, probe_folder
 
     folder = probe_folder(
         model,
@@ -341,8 +341,8 @@ def probe(
         device=device,
     )
     from initbench.report import report
-    from initbench.report.modules import findings
-    from initbench.store import load
+    from initbench.report.probe import findings
+    from initbench.sweeps.store import load
 
     results = load(folder)
     page = report(results)
@@ -388,8 +388,8 @@ def coord(
     out: Annotated[Path | None, typer.Option(help="Default: results/coord-<model name>.")] = None,
 ) -> None:
     """How every module's output scales with width, at init and after a few steps."""
-    from initbench.coord import coord_folder, parse_widths
-    from initbench.modelprobe import model_name
+    from initbench.studies.coord import coord_folder, parse_widths
+    from initbench.studies.probe import model_name
 
     folder = coord_folder(
         model,
@@ -409,7 +409,7 @@ def coord(
     )
     from initbench.report import report
     from initbench.report.coord import findings
-    from initbench.store import load
+    from initbench.sweeps.store import load
 
     results = load(folder)
     page = report(results)
@@ -437,7 +437,7 @@ def phase(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """A phase diagram over (sigma_w^2, sigma_b^2): measured against chi1 = 1 and 6 xi_c."""
-    from initbench.phase import parse_values, phase_grid
+    from initbench.studies.phase import parse_values, phase_grid
 
     weights = parse_values(sigma_w2, "--sigma-w2")
     biases = parse_values(sigma_b2, "--sigma-b2")
@@ -446,7 +446,7 @@ def phase(
         raise UsageError(f"--depths must be a comma list of integers, got {depths!r}")
     more = {"dataset": dataset, "train_steps": train_steps, "lr": lr}
     phase_grid(activation, weights, biases, depth_list, width, seeds, **more)  # checks names
-    from initbench.phase import phase as run_phase
+    from initbench.studies.phase import phase as run_phase
 
     try:
         path = run_phase(
@@ -537,7 +537,7 @@ def check(
 
     Exit code 0 when the folder is whole (or was repaired), 1 when it is damaged.
     """
-    from initbench.check import check_folder, repair_folder
+    from initbench.sweeps.check import check_folder, repair_folder
 
     health = check_folder(folder)
     for line in health.lines():

@@ -36,8 +36,8 @@ from benchmarks.perf_ratio import (
     timed,
 )
 from initbench import Grid
-from initbench.device import prepare_process
-from initbench.planning import matmul_flops
+from initbench.core.device import prepare_process
+from initbench.sweeps.planning import matmul_flops
 
 AGREEMENT = Grid(
     schemes=(
@@ -84,7 +84,9 @@ TRAIN = Grid(
 STATS = ("pre_var", "post_var", "grad_w_norm", "grad_h_var")
 
 
-def sweep(grid: Grid, device: str, rng: str, tmp: str) -> tuple[initbench.store.Results, float]:
+def sweep(
+    grid: Grid, device: str, rng: str, tmp: str
+) -> tuple[initbench.sweeps.store.Results, float]:
     start = time.perf_counter()
     path = initbench.sweep(
         grid, f"{tmp}/{len(list(Path(tmp).iterdir()))}", device=device, progress=False, rng=rng

@@ -11,12 +11,12 @@ import math
 
 import torch
 
-from initbench.device import run_generator
-from initbench.engine import FIT_STREAM, INPUT_STREAM, WEIGHT_STREAM, correlate_pairs
-from initbench.grid import Grid, Run
-from initbench.initialize import fill_biases, fill_targets
-from initbench.lsuv import lsuv_module
-from initbench.targets import biases, init_targets
+from initbench.core.device import run_generator
+from initbench.core.fill import fill_biases, fill_targets
+from initbench.core.targets import biases, init_targets
+from initbench.initialize.lsuv import lsuv_module
+from initbench.sweeps.engine import FIT_STREAM, INPUT_STREAM, WEIGHT_STREAM, correlate_pairs
+from initbench.sweeps.grid import Grid, Run
 
 
 def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from initbench import Grid
-from initbench.activations import get_activation
 from initbench.archs import ARCHS, get_arch, register_arch
-from initbench.engine import compute_chunk
-from initbench.errors import UsageError
-from initbench.grid import Cell, Run
-from initbench.schemes import get_scheme
+from initbench.core.activations import get_activation
+from initbench.core.errors import UsageError
+from initbench.core.schemes import get_scheme
+from initbench.sweeps.engine import compute_chunk
+from initbench.sweeps.grid import Cell, Run
 
 ROOT = Path(__file__).parents[1]
 CPU = torch.device("cpu")

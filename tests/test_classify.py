@@ -14,7 +14,7 @@ from initbench.report.classify import (
     failing,
     quantity_measures,
 )
-from initbench.schema import CELL_COLUMNS
+from initbench.sweeps.schema import CELL_COLUMNS
 
 CELL = {"activation": "relu", "arch": "mlp", "width": 64, "bias_var": 0.0}
 

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from initbench.activations import ACTIVATION_NAMES, QUADRATURE_GAINS, calculate_gain, get_activation
+from initbench.core.activations import (
+    ACTIVATION_NAMES,
+    QUADRATURE_GAINS,
+    calculate_gain,
+    get_activation,
+)
 
 PROBE = (
     "import sys\n"

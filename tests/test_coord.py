@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from scipy import stats
 
 import initbench
-from initbench.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, width_verdict
-from initbench.device import run_generator
+from initbench.core.device import run_generator
 from initbench.report import coord as coord_page
 from initbench.report import report
+from initbench.studies.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, width_verdict
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 

@@ -11,8 +11,8 @@ import torch
 
 import initbench
 from initbench import Grid
-from initbench.errors import UsageError
-from initbench.initialize import Deferred, finish_orthogonal
+from initbench.core.errors import UsageError
+from initbench.core.fill import Deferred, finish_orthogonal
 
 SHAPES = [(64, 64), (32, 128), (128, 32), (16, 4 * 3 * 3)]
 
@@ -117,7 +117,7 @@ def test_device_rng_draws_the_same_distributions_as_the_host_rng(tmp_path):
 def test_every_scheme_sees_the_same_probe_batch_and_cotangent_at_a_seed():
     """Paired comparisons: the batch and cotangent come from their own stream, so schemes
     that use up different amounts of the weights' stream still share them."""
-    from initbench.engine import initialize_runs
+    from initbench.sweeps.engine import initialize_runs
 
     grid = Grid(
         schemes=("uniform[a=-0.05,b=0.05]", "orthogonal", "sparse", "xavier_normal"),

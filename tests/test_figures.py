@@ -17,7 +17,7 @@ from initbench import Grid
 from initbench.report import report
 from initbench.report.figures import hists, layers, training
 from initbench.report.figures.base import Context, choose_groups
-from initbench.report.html import verdicts_of
+from initbench.report.sweep import verdicts_of
 
 SCHEMES = (
     "kaiming_normal[mode=fan_in,nonlinearity=matched]",

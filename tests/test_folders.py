@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import initbench
-from initbench import cli, folders
-from initbench.check import check_folder
-from initbench.errors import UsageError
+from initbench import cli
+from initbench.core import folders
+from initbench.core.errors import UsageError
 from initbench.report import publish, report
+from initbench.sweeps.check import check_folder
 from tests.cli import assert_usage_error, run_cli
 from tests.test_robustness import SMALL
 
@@ -204,9 +205,9 @@ def test_a_report_that_cannot_be_written_is_one_line_and_the_old_one_stays(
         return real(path, data)
 
     monkeypatch.setattr(folders, "atomic_write_bytes", read_only)
-    from initbench.report import html
+    from initbench.report import pages
 
-    monkeypatch.setattr(html, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(pages, "atomic_write_bytes", read_only)
     code, err, _ = main(monkeypatch, capsys, "report", str(sweep_copy))
     assert code == 2 and len(err) == 1 and "Read-only file system" in err[0], err
     assert snapshot(sweep_copy) == before
@@ -237,11 +238,11 @@ def _interrupt_at(monkeypatch, module, name: str, how: str) -> None:
 @pytest.mark.parametrize(
     "moment",
     [
-        "initbench.report.html:classify",
+        "initbench.report.sweep:classify",
         "initbench.report.figures.layers:save",
-        "initbench.report.html:cell_tables",
-        "initbench.report.html:write_page",
-        "initbench.folders:write_meta",
+        "initbench.report.sweep:cell_tables",
+        "initbench.report.sweep:write_page",
+        "initbench.core.folders:write_meta",
     ],
 )
 @pytest.mark.parametrize("how", ["signal", "in a finalizer"])
@@ -295,7 +296,7 @@ def test_ctrl_c_of_a_real_report_process_leaves_the_old_report(sweep_copy):
 
 
 def test_ctrl_c_while_compacting_keeps_every_finished_run(tmp_path, monkeypatch, capsys):
-    from initbench import store
+    from initbench.sweeps import store
 
     out = tmp_path / "s"
     calls = []
@@ -323,7 +324,7 @@ def test_ctrl_c_while_compacting_keeps_every_finished_run(tmp_path, monkeypatch,
 
 
 def test_a_sweep_whose_every_run_fails_exits_1_with_the_first_reason(tmp_path, monkeypatch, capsys):
-    from initbench import engine
+    from initbench.sweeps import engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("the kernel is broken")
@@ -335,7 +336,7 @@ def test_a_sweep_whose_every_run_fails_exits_1_with_the_first_reason(tmp_path, m
 
 
 def test_a_sweep_whose_some_runs_fail_says_how_many_and_retries_them(tmp_path, monkeypatch, capsys):
-    from initbench import engine
+    from initbench.sweeps import engine
 
     real = engine._compute
 
@@ -405,7 +406,7 @@ def test_a_sweep_leaves_no_empty_folder(swept):
 
 
 def test_default_folder_names_have_no_stray_punctuation():
-    from initbench.modelprobe import model_name
+    from initbench.studies.probe import model_name
 
     assert model_name("resmlp[norm=layer]") == "resmlp-norm-layer"
     assert model_name("resmlp[norm=layer,alpha=0.5]") == "resmlp-norm-layer-alpha-0.5"

@@ -19,11 +19,11 @@ import torchvision
 from torch import nn
 
 import initbench
-from initbench.device import run_generator
-from initbench.errors import UsageError
-from initbench.modelprobe import COLUMNS, load_model, probe_model
+from initbench.core.device import run_generator
+from initbench.core.errors import UsageError
 from initbench.report import modules as probe_page
 from initbench.report import report
+from initbench.studies.probe import COLUMNS, load_model, probe_model
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import initbench
-from initbench.phase import parse_values, phase
 from initbench.report.phase import critical_point, heatmap_figure, measurements, prediction
+from initbench.studies.phase import parse_values, phase
 
 NODES, WEIGHTS = np.polynomial.hermite.hermgauss(80)
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from initbench import Grid
-from initbench.activations import get_activation
 from initbench.archs import get_arch
-from initbench.device import resolve_device
-from initbench.engine import compute_chunk
-from initbench.grid import Cell, Run
-from initbench.schemes import get_scheme
+from initbench.core.activations import get_activation
+from initbench.core.device import resolve_device
+from initbench.core.schemes import get_scheme
+from initbench.sweeps.engine import compute_chunk
+from initbench.sweeps.grid import Cell, Run
 from tests.reference import reference_probe
 
 CPU = resolve_device("cpu")

@@ -8,10 +8,10 @@ import torch
 
 import initbench
 from initbench import Grid
-from initbench.engine import compute_chunk
-from initbench.errors import UsageError
-from initbench.planning import plan_chunks
-from initbench.store import Store
+from initbench.core.errors import UsageError
+from initbench.sweeps.engine import compute_chunk
+from initbench.sweeps.planning import plan_chunks
+from initbench.sweeps.store import Store
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -58,7 +58,7 @@ def test_ray_gives_the_same_rows_as_local(tmp_path, local_ray):
 
 
 def test_raising_tasks_and_dead_workers_fail_their_runs_then_resume(tmp_path, local_ray):
-    from initbench.executors.ray import RayExecutor
+    from initbench.sweeps.executors.ray import RayExecutor
 
     def flaky(runs, grid, device, dataset):
         if runs[0].cell.depth == 4 and runs[0].cell.activation.name == "tanh":

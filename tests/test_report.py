@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 import initbench
-from initbench.errors import UsageError
+from initbench.core.errors import UsageError
 from initbench.report import publish, report
 from initbench.report.classify import failing
-from initbench.report.html import verdicts_of
-from initbench.schema import CELL_COLUMNS, LAYER_COLUMNS
-from initbench.store import Store
+from initbench.report.sweep import verdicts_of
+from initbench.sweeps.schema import CELL_COLUMNS, LAYER_COLUMNS
+from initbench.sweeps.store import Store
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "results" / "example"

@@ -11,8 +11,10 @@ import time
 import pytest
 
 import initbench
-from initbench import Grid, cli, folders, store
-from initbench.errors import UsageError
+from initbench import Grid, cli
+from initbench.core import folders
+from initbench.core.errors import UsageError
+from initbench.sweeps import store
 
 # 8 chunks of about a second each on 2 cores: long enough to stop in the middle
 SLOW_ARGS = [

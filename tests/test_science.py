@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from initbench import Grid, theory
-from initbench.activations import get_activation
+from initbench import Grid
 from initbench.archs import get_arch
-from initbench.engine import compute_chunk
-from initbench.grid import Cell, Run
-from initbench.schemes import get_scheme
+from initbench.core import theory
+from initbench.core.activations import get_activation
+from initbench.core.schemes import get_scheme
+from initbench.sweeps.engine import compute_chunk
+from initbench.sweeps.grid import Cell, Run
 
 CPU = torch.device("cpu")
 NODES, WEIGHTS = np.polynomial.hermite.hermgauss(80)
@@ -134,7 +135,7 @@ def test_jacobian_spread_of_a_gaussian_linear_stack_grows_with_depth():
 
 
 def test_jacobian_needs_a_vector_arch_and_a_width_within_the_limit():
-    from initbench.errors import UsageError
+    from initbench.core.errors import UsageError
 
     with pytest.raises(UsageError, match="each sample on its own"):
         Grid(archs=("resnet",), jacobian=True).runs()

@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 
 import initbench
-from initbench.presets import PRESETS, Preset
-from initbench.probe import STATISTICS
+from initbench.measure.statistics import STATISTICS
 from initbench.report import publish, report
-from initbench.report.html import verdicts_of
+from initbench.report.sweep import verdicts_of
+from initbench.sweeps.presets import PRESETS, Preset
 from tests.cli import run_cli
 
 ROOT = Path(__file__).parents[1]
@@ -119,7 +119,7 @@ def test_a_preset_with_parts_sweeps_each_part_into_its_folder(tmp_path, monkeypa
     for name in ("a", "b"):
         meta = json.loads((tmp_path / "t" / name / "meta.json").read_text())
         assert (meta["preset"], meta["part"]) == ("tiny", name) and meta["seconds"] > 0
-    with pytest.raises(initbench.errors.UsageError, match="has parts"):
+    with pytest.raises(initbench.core.errors.UsageError, match="has parts"):
         initbench.preset("atlas")
 
 

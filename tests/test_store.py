@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from initbench.store import Records, Store, load, read_table
+from initbench.sweeps.store import Records, Store, load, read_table
 
 
 def _records(run_ids, status="ok", layers=True):

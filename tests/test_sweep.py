@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 
 import initbench
-from initbench import Grid, engine
-from initbench.errors import UsageError
-from initbench.executors import local
-from initbench.schema import CELL_COLUMNS, HIST_COLUMNS, LAYER_COLUMNS, SCHEMA_VERSION
+from initbench import Grid
+from initbench.core.errors import UsageError
+from initbench.sweeps import engine
+from initbench.sweeps.executors import local
+from initbench.sweeps.schema import CELL_COLUMNS, HIST_COLUMNS, LAYER_COLUMNS, SCHEMA_VERSION
 from tests.cli import run_cli
 
 SMALL = Grid(

@@ -7,16 +7,16 @@ import torch
 
 import initbench
 from initbench import Grid
-from initbench.activations import get_activation
 from initbench.archs import get_arch
-from initbench.data import load_dataset
-from initbench.device import resolve_device, run_generator
-from initbench.engine import compute_chunk, initialize_runs
-from initbench.errors import UsageError
-from initbench.grid import Cell, Run
+from initbench.core.activations import get_activation
+from initbench.core.data import load_dataset
+from initbench.core.device import resolve_device, run_generator
+from initbench.core.errors import UsageError
+from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
-from initbench.schemes import get_scheme
-from initbench.train import batch_order, make_optimizer, train_stack
+from initbench.sweeps.engine import compute_chunk, initialize_runs
+from initbench.sweeps.grid import Cell, Run
+from initbench.sweeps.train import batch_order, make_optimizer, train_stack
 
 CPU = resolve_device("cpu")
 
@@ -138,7 +138,7 @@ def test_divergence_is_recorded_with_its_step():
 
 
 def test_out_of_memory_marks_runs_oom_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from initbench import engine
+    from initbench.sweeps import engine
 
     real = engine._compute
 

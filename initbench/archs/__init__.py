@@ -12,8 +12,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from initbench.errors import UsageError
-from initbench.ids import parse_id
+from initbench.core.errors import UsageError
+from initbench.core.ids import parse_id
 
 if TYPE_CHECKING:
     from initbench.archs.base import Arch, Inputs, Stacked  # noqa: F401

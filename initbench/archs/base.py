@@ -19,12 +19,12 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from initbench.activations import Activation
-from initbench.errors import UsageError
-from initbench.ids import format_id, parse_number
-from initbench.initialize import fill_biases, fill_targets
-from initbench.schemes import Scheme
-from initbench.targets import NORMS, biases, init_targets
+from initbench.core.activations import Activation
+from initbench.core.errors import UsageError
+from initbench.core.fill import fill_biases, fill_targets
+from initbench.core.ids import format_id, parse_number
+from initbench.core.schemes import Scheme
+from initbench.core.targets import NORMS, biases, init_targets
 
 
 class Axes(NamedTuple):
@@ -138,7 +138,7 @@ class Stacked(nn.Module):
 
         ``into`` maps parameter names to stacked host buffers to fill instead of the
         parameters themselves (then copied over by the caller); with ``deferred``,
-        orthogonal QRs wait for :func:`~initbench.initialize.finish_orthogonal`.
+        orthogonal QRs wait for :func:`~initbench.core.fill.finish_orthogonal`.
         """
         stacks = into or {name: self.param(name) for name in self.names}
         params = {name: stacks[name][run] for name in self.names}
@@ -348,7 +348,7 @@ class Arch:
         q_start: float,
     ) -> dict[str, float]:
         """``chi1``, ``c_star``, ``xi_q``, ``xi_c`` of the repeated hidden layer (see
-        :func:`initbench.theory.depth_scales`); NaN where the mean-field map does not apply."""
+        :func:`initbench.core.theory.depth_scales`); NaN where the mean-field map does not apply."""
         return dict.fromkeys(("q_star", "c_star", "chi1", "xi_q", "xi_c"), math.nan)
 
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.activations import Activation
 from initbench.archs.base import ROWS, Arch, Axes, Inputs, Stacked, Stage, Taps
 from initbench.archs.mlp import feedforward_theory, repeated_layer_scales
-from initbench.errors import UsageError
+from initbench.core.activations import Activation
+from initbench.core.errors import UsageError
 
 KERNEL = 3
 PIXELS = Axes(run=1, batch=0, positions=(3,), units=2)  # (B, R, C, H*W)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from initbench import theory
-from initbench.activations import Activation
 from initbench.archs.base import ROWS, THEORY, Arch, Inputs, Stacked, Stage, Taps
-from initbench.schemes import fans
+from initbench.core import theory
+from initbench.core.activations import Activation
+from initbench.core.schemes import fans
 
 
 class MLP(Arch):

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench import theory
-from initbench.activations import Activation
 from initbench.archs.base import ROWS, Arch, Inputs, Stacked, Stage, Taps
-from initbench.schemes import fans
+from initbench.core import theory
+from initbench.core.activations import Activation
+from initbench.core.schemes import fans
 
 
 class ResidualBlock(nn.Module):

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.activations import Activation
 from initbench.archs.base import ROWS, Axes, Inputs, Stacked, Stage, Taps
 from initbench.archs.cnn import KERNEL, PIXELS, GlobalAvgPool, ImageArch, grouped_conv
 from initbench.archs.resmlp import ResidualNet, residual_theory
+from initbench.core.activations import Activation
 
 
 class ConvBlock(nn.Module):

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.activations import Activation
 from initbench.archs.base import ROWS, Arch, Axes, Inputs, Stacked, Stage, Taps, stacked_linear
-from initbench.errors import UsageError
+from initbench.core.activations import Activation
+from initbench.core.errors import UsageError
 
 TOKENS = Axes(run=0, batch=1, positions=(2,), units=3)  # (R, B, T, N)
 MLP_RATIO = 4

@@ -311,11 +311,11 @@ def _separated(values: np.ndarray, best: np.ndarray) -> bool:
 def equivalence_groups(cells: pd.DataFrame, grid: dict) -> dict[tuple, str]:
     """``(activation, arch, depth, width, bias_var, scheme_id) -> group``: schemes with the
     same weight distribution on every weight of the cell share the first one's id."""
-    from initbench.activations import get_activation
     from initbench.archs import get_arch
-    from initbench.errors import UsageError
-    from initbench.grid import Grid
-    from initbench.schemes import get_scheme
+    from initbench.core.activations import get_activation
+    from initbench.core.errors import UsageError
+    from initbench.core.schemes import get_scheme
+    from initbench.sweeps.grid import Grid
 
     try:
         spec = Grid.from_dict(grid)

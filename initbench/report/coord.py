@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.coord import STABLE
-from initbench.errors import UsageError
-from initbench.modelprobe import shape_text
+from initbench.core.errors import UsageError
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import provenance, write_page
-from initbench.report.modules import aggregate, label
-from initbench.store import Results
+from initbench.report.pages import Page, provenance, write_page
+from initbench.report.probe import aggregate, label
+from initbench.studies.coord import STABLE
+from initbench.studies.probe import shape_text
+from initbench.sweeps.store import Results
 
 NAME = "coords"
 STATISTIC = "out_abs_mean"  # mup's coordinate size
@@ -294,3 +294,6 @@ def page(results: Results, out: Path) -> Path:
         stable=STABLE,
         summary=summary(meta),
     )
+
+
+PAGES = {"coord": Page(page, "width scaling check")}

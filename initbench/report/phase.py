@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench import theory
-from initbench.activations import get_activation
+from initbench.core import theory
+from initbench.core.activations import get_activation
+from initbench.core.schemes import get_scheme
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
-from initbench.report.html import summary, verdicts_of, write_page
-from initbench.schemes import get_scheme
-from initbench.store import Results
+from initbench.report.pages import Page, write_page
+from initbench.report.sweep import summary, verdicts_of
+from initbench.sweeps.store import Results
 
 TRAINABLE = 6.0  # Schoenholz et al. 2017: nets train up to about 6 xi_c layers
 COLUMNS = ["sigma_w2", "sigma_b2", "depth", "statistic", "value", "lo", "hi", "kind"]
@@ -252,3 +253,6 @@ def _tidy(rows: pd.DataFrame, line: pd.DataFrame, sigma_b2: float) -> pd.DataFra
         sigma_b2=sigma_b2, depth=np.nan, lo=np.nan, hi=np.nan, kind="theory"
     )
     return pd.concat([measured, predicted], ignore_index=True)[COLUMNS]
+
+
+PAGES = {"phase": Page(page, "phase diagram")}

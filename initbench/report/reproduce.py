@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-from initbench.errors import UsageError
+from initbench.core.errors import UsageError
 from initbench.report import fmt
-from initbench.report.html import write_page
-from initbench.store import Results
+from initbench.report.pages import Page, write_page
+from initbench.sweeps.store import Results
 
 
 def read(folder: Path) -> dict:
@@ -67,3 +67,9 @@ def overview(results: Results, out: Path) -> Path:
         seconds=sum(r["seconds"] for r in records),
         prefix=prefix,
     )
+
+
+PAGES = {
+    "reproduce": Page(page, "reproduction of a classic result"),
+    "reproductions": Page(overview, "reproductions of classic results"),
+}

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from initbench.errors import UsageError
-from initbench.folders import atomic_write_parquet, replacing, write_meta
-from initbench.probe import STATISTICS
+from initbench.core.errors import UsageError
+from initbench.core.folders import atomic_write_parquet, replacing, write_meta
+from initbench.measure.statistics import STATISTICS
 from initbench.report.classify import CELL_KEYS
-from initbench.report.html import report, summary, verdicts_of, write_page
+from initbench.report.pages import Page, pages, report, write_page
+from initbench.report.sweep import summary, verdicts_of
 from initbench.report.tables import matrix
-from initbench.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
-from initbench.store import Results, load
+from initbench.sweeps.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
+from initbench.sweeps.store import Results, load
 
 # the cells columns the store keeps as mean and interval over a cell's ok runs (the
 # verdicts already carry final_test_acc and steps_to_target with their intervals)
@@ -31,13 +32,6 @@ CELL_NUMBERS = [
     and not c.endswith("seconds")
     and c != "seconds_per_step"
 ]
-KINDS = {
-    "probe": "per-module probe of a model",
-    "coord": "width scaling check",
-    "phase": "phase diagram",
-    "reproduce": "reproduction of a classic result",
-    "reproductions": "reproductions of classic results",
-}
 
 
 def mean_interval(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
@@ -184,7 +178,7 @@ def device_text(meta: dict) -> str:
 
 def site_page(results: Results, out: Path) -> Path:
     """The index of a published site, from its store: ``out/index.html``."""
-    from initbench.presets import PRESETS
+    from initbench.sweeps.presets import PRESETS
 
     meta = results.meta
     sweeps = []
@@ -207,10 +201,11 @@ def site_page(results: Results, out: Path) -> Path:
         sweeps=sweeps,
         presets=list(presets.values()),
         others=[
-            e | {"about": KINDS.get(e["kind"], e["kind"])}
-            for e in meta["entries"]
-            if e["kind"] != "sweep"
+            e | {"about": pages()[e["kind"]].about} for e in meta["entries"] if e["kind"] != "sweep"
         ],
         asv_link=meta.get("asv_link"),
         generated=meta.get("generated"),
     )
+
+
+PAGES = {"site": Page(site_page, "site of published results")}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench import __version__
-from initbench.errors import UsageError
+from initbench.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def reproduce(
     Returns:
         The contents of ``reproduce.json``.
     """
-    from initbench import folders
+    from initbench.core import folders
 
     entry = get(name)
     folder = Path(out)
@@ -114,7 +114,7 @@ def reproduce_all(
     out: str | Path, *, full: bool = False, device: str = "cpu", progress: bool = True
 ) -> Path:
     """Runs every reproduction into ``out/<name>`` and writes one page for all of them."""
-    from initbench import folders
+    from initbench.core import folders
 
     root = Path(out)
     folders.begin(root, "reproductions", {"names": list(REPRODUCTIONS)})

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from initbench.grid import Grid
-from initbench.store import Results, load
+from initbench.sweeps.grid import Grid
+from initbench.sweeps.store import Results, load
 
 
 def run_sweep(folder: Path, name: str, grid: Grid, device: str, progress: bool) -> Results:
     """Runs (or resumes) one of a reproduction's sweeps into ``folder/name``, writes its
     report, and loads it."""
     from initbench.report import report
-    from initbench.sweeps import sweep
+    from initbench.sweeps.run import sweep
 
     path = sweep(grid, folder / name, device=device, progress=progress)
     report(path)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from initbench.grid import Grid
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import mean_interval, run_sweep, sweep_figure
+from initbench.sweeps.grid import Grid
 
 STANDARD = "torch_default"
 NORMALIZED = "xavier_uniform[gain=unit]"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from initbench.grid import Grid
 from initbench.report import fmt
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import mean_interval, run_sweep, sweep_figure
+from initbench.sweeps.grid import Grid
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
 XAVIER = "xavier_normal[gain=unit]"

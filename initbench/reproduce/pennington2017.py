@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from initbench.grid import Grid
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import line_figure, mean_interval, run_sweep, spread
+from initbench.sweeps.grid import Grid
 
 SERIES = {
     ("orthogonal[gain=unit]", "tanh"): "orthogonal, tanh",

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.grid import Grid
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import line_figure, run_sweep, slope
+from initbench.sweeps.grid import Grid
 
 ORTHOGONAL = "orthogonal[gain=unit]"
 GAUSSIAN = "normal[std=0.125]"  # variance 1/N at width 64

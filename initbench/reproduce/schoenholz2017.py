@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from initbench.phase import parse_values, phase
 from initbench.report.phase import TRAINABLE, measurements
 from initbench.reproduce import Outcome
-from initbench.store import load
+from initbench.studies.phase import parse_values, phase
+from initbench.sweeps.store import load
 
 
 def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:

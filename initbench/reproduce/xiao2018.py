@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from initbench.grid import Grid
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import line_figure, mean_interval, run_sweep, spread
+from initbench.sweeps.grid import Grid
 
 DELTA = "delta_orthogonal[gain=unit]"
 GAUSSIAN = "variance_scaling[scale=1,mode=fan_in,distribution=normal]"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.histograms import DECADES, LINEAR_BINS, ZERO
+from initbench.measure.histograms import DECADES, LINEAR_BINS, ZERO
 from initbench.report.figures.base import (
     DATA_COLUMNS,
     Context,
@@ -90,7 +90,7 @@ def all_bins(bounds: tuple[float, float] | None) -> pd.DataFrame:
 
 def data(ctx: Context, keys: dict, activation: str, groups: list[str]) -> pd.DataFrame:
     """Per group, quantity and shown layer: each drawn bin's share of the values, over seeds."""
-    from initbench.activations import get_activation
+    from initbench.core.activations import get_activation
 
     depth = int(cell_rows(ctx.cells, keys | {"activation": activation})["depth"].max())
     cells = cell_rows(ctx.cells, keys | {"activation": activation, "depth": depth})
@@ -146,7 +146,7 @@ def _column_range(rows: pd.DataFrame) -> tuple[float, float]:
 def draw(ctx: Context, table: pd.DataFrame, groups: list[str], title: str):
     import matplotlib as mpl
 
-    from initbench.activations import get_activation
+    from initbench.core.activations import get_activation
 
     bounded = get_activation(table["activation"].iloc[0]).bounds is not None
     plt = setup()
@@ -236,7 +236,7 @@ def _log_ticks(ax, column: pd.DataFrame, left: float, right: float) -> None:
 
 def verdict(table: pd.DataFrame) -> str:
     """What the histograms show at the last layer: zeros, saturation, vanished mass."""
-    from initbench.activations import get_activation
+    from initbench.core.activations import get_activation
 
     bounded = get_activation(table["activation"].iloc[0]).bounds is not None
     depth = int(table["depth"].max())

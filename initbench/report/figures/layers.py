@@ -53,7 +53,7 @@ class LayerStatistic:
 
 
 def _unit_column(activation: str) -> str | None:
-    from initbench.activations import get_activation
+    from initbench.core.activations import get_activation
 
     act = get_activation(activation)
     return "dead_frac" if act.relu_family else "sat_frac" if act.bounds else None

@@ -1,0 +1,180 @@
+"""Results folders: what each holds, and writing one without losing the one before.
+
+Every folder a command writes has a ``meta.json`` whose ``kind`` names what wrote it
+(``sweep``, ``probe``, ``coord``, ``phase``, ``reproduce``, ``reproductions``, ``report``,
+``site``). A command writes only into a folder that is new, empty or of its own kind
+(:func:`claim`), so no command replaces another's results. Files are written to a
+temporary name and renamed into place (:func:`atomic_write_bytes`); a generated folder (a
+report, a site) is built beside its place and swapped in whole (:func:`replacing`), so an
+interrupt or a failed write leaves the previous one as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from initbench.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+META = "meta.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``path`` whole or not at all: a temporary file, fsynced, renamed into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(path, frame.to_parquet(index=False))
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """A folder's ``meta.json``, or None where it has none.
+
+    Raises:
+        UsageError: the file exists but cannot be read as JSON.
+    """
+    path = Path(folder) / META
+    try:
+        meta = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} is damaged ({error}); remove that folder or repair it") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path} is damaged (not a JSON object); remove that folder")
+    return meta
+
+
+def write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
+    atomic_write_bytes(Path(folder) / META, json.dumps(meta, indent=2, default=str).encode())
+
+
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """Turns a failure to write into ``out`` (read-only, permission denied, a path through a
+    file, no space) into one :class:`UsageError` that names ``out``."""
+    try:
+        yield
+    except OSError as error:
+        raise UsageError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
+def claim(out: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
+    """Checks that a command writing ``kind`` may write into ``out``: it is missing, empty
+    or holds ``kind`` already, and it neither is, holds, nor lies inside one of ``inputs``.
+
+    Raises:
+        UsageError: naming the folder and what it holds.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {str(out)!r} is a file, not a folder")
+    where = out.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if where == source or where in source.parents or source in where.parents:
+            raise UsageError(
+                f"--out {out} would write over its input {source}: choose a folder outside it"
+            )
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    meta = read_meta(out)
+    if meta is None:
+        raise UsageError(f"{out} is not empty and holds no {kind}; choose another --out")
+    held = str(meta.get("kind", "sweep"))
+    if held != kind:
+        raise UsageError(f"{out} holds a {held}, not a {kind}: choose another --out")
+
+
+def begin(out: Path, kind: str, meta: Mapping[str, Any]) -> None:
+    """Claims ``out`` for ``kind`` (see :func:`claim`), creates it and writes its
+    ``meta.json`` before anything else, so an interrupted command resumes into it.
+
+    Raises:
+        UsageError: ``out`` may not be written, or cannot be.
+    """
+    claim(out, kind)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        write_meta(out, {"kind": kind, **meta})
+
+
+def write_results(out: Path, tables: Mapping[str, pd.DataFrame], meta: Mapping[str, Any]) -> None:
+    """Writes ``out/<name>.parquet`` for each table, then ``out/meta.json``.
+
+    Raises:
+        UsageError: the folder cannot be written.
+    """
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            atomic_write_parquet(out / f"{name}.parquet", frame)
+        write_meta(out, meta)
+
+
+@contextlib.contextmanager
+def replacing(out: Path, kind: str, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """Builds a folder of ``kind`` in a temporary sibling, then swaps it for ``out`` whole.
+
+    Yields the folder to write into (beside ``out``, so relative links stay right); its
+    ``meta.json`` must name ``kind``. An error or an interrupt before the swap removes it
+    and leaves ``out`` as it was; Ctrl-C during the swap waits until it is done.
+
+    Raises:
+        UsageError: ``out`` may not be written (see :func:`claim`).
+    """
+    out = Path(out)
+    claim(out, kind, inputs)
+    building = out.with_name(f".{out.name}.{os.getpid()}.new")
+    try:
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            yield building
+            with _signals_held():
+                _swap(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _swap(building: Path, out: Path) -> None:
+    """Puts ``building`` in the place of ``out``: two renames, then the old one goes."""
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(building, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back (in the main thread) until the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,125 @@
+"""Layer-sequential unit variance (Mishkin & Matas 2016), the data-dependent scheme.
+
+After an orthogonal init, each weight in model order is rescaled until its output has unit
+variance on a data batch. With zero biases a weight's output is linear in it, so one
+rescaling reaches the target; the loop covers non-zero biases. A stacked network is walked
+through its architecture's stages; any ``nn.Module`` through forward hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initbench.core.targets import Target, init_targets
+
+if TYPE_CHECKING:
+    from initbench.archs.base import Axes, Stacked
+
+TOLERANCE = 1e-3
+MAX_ITERATIONS = 10
+
+
+class _Captured(Exception):
+    """Stops a forward pass once the output of interest is in hand."""
+
+
+class _Capture:
+    """Taps (see :class:`initbench.archs.base.Taps`) that keep one weight's output variance."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.variance: torch.Tensor | None = None
+
+    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+        pass
+
+    def weighted(self, target: int, out: torch.Tensor, axes: Axes) -> None:
+        if target == self.target:
+            self.variance = out.var(dim=axes.but_run(), correction=0)
+            raise _Captured
+
+
+def _scale(variance: torch.Tensor) -> torch.Tensor:
+    return variance.clamp_min(torch.finfo(variance.dtype).tiny).rsqrt()
+
+
+@torch.no_grad()
+def lsuv_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
+    """LSUV for runs ``runs`` of a stacked network, on its batch ``x`` ``(R, B, ...)``."""
+    state = net.enter(x)
+    for stage in net.stage_list:
+        for index in stage.targets:
+            target = net.targets[index]
+            weight = net.param(target.param)
+            for _ in range(MAX_ITERATIONS):
+                capture = _Capture(index)
+                with contextlib.suppress(_Captured):
+                    stage.run(state, capture)
+                scale = _scale(capture.variance[runs]).tolist()
+                if max(abs(s - 1.0) for s in scale) < TOLERANCE:
+                    break
+                for run, s in zip(runs, scale, strict=True):
+                    target.view(weight[run]).mul_(s)
+        state = stage.run(state, None)
+
+
+@torch.no_grad()
+def lsuv_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
+    """LSUV for any ``nn.Module``: each weight of :func:`~initbench.initialize.init_targets` in
+    turn, its output observed with forward hooks on the batch ``data``."""
+    params = dict(model.named_parameters())
+    for target in init_targets(model):
+        weight = target.view(params[target.param])
+        for _ in range(MAX_ITERATIONS):
+            out = _target_output(model, target, data)
+            scale = float(_scale(out.var(correction=0)))
+            if abs(scale - 1.0) < TOLERANCE:
+                break
+            weight.mul_(scale)
+    return model
+
+
+def _target_output(model: nn.Module, target: Target, data: torch.Tensor) -> torch.Tensor:
+    """The output of one weight on ``data``, from a forward pass stopped right after it."""
+    modules = dict(model.named_modules())
+    owner_name, _, param = target.param.rpartition(".")
+    owner = modules[owner_name]
+    parent = modules.get(owner_name.rpartition(".")[0]) if owner_name else None
+    captured: list[torch.Tensor] = []
+
+    def keep(out: torch.Tensor) -> None:
+        captured.append(out)
+        raise _Captured
+
+    if isinstance(owner, nn.MultiheadAttention):  # q, k or v: its input times its weight
+        e = owner.embed_dim
+        which = target.rows.start // e if target.rows is not None else "qkv".index(param[0])
+        span = slice(which * e, (which + 1) * e)
+
+        def pre_hook(module, args, kwargs):
+            inputs = [*args, *(kwargs[k] for k in ("query", "key", "value") if k in kwargs)]
+            bias = None if module.in_proj_bias is None else module.in_proj_bias[span]
+            keep(F.linear(inputs[which], target.view(getattr(module, param)), bias))
+
+        handle = owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    elif isinstance(parent, nn.MultiheadAttention) and owner is parent.out_proj:
+        # the attention calls out_proj's weight directly: its output is the attention's
+        handle = parent.register_forward_hook(lambda m, i, out: keep(out[0]))
+    else:
+        handle = owner.register_forward_hook(lambda m, i, out: keep(_first_tensor(out)))
+    try:
+        model(data)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def _first_tensor(out: object) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else next(iter(out))  # type: ignore[call-overload]

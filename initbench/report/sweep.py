@@ -1,0 +1,136 @@
+"""A sweep's page: the answer matrix, verdicts, tables and figures, in one self-contained page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from initbench.core.errors import UsageError
+from initbench.report import fmt
+from initbench.report.classify import (
+    CELL_KEYS,
+    SETTLED,
+    SETTLED_LIMIT,
+    THRESHOLD,
+    classify,
+    equivalence_groups,
+)
+from initbench.report.figures import SECTIONS, Context, all_figures
+from initbench.report.pages import Page, provenance, write_page
+from initbench.report.tables import cell_tables, matrix
+from initbench.sweeps.store import Results
+
+VERDICT_COLUMNS = [
+    *CELL_KEYS,
+    "scheme_id",
+    "signal",
+    "gradients",
+    "training",
+    "recommended",
+    "group",
+]
+
+
+def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
+    """The classification of a sweep, and whether it trained."""
+    grid = results.meta.get("grid", {})
+    trained = bool(grid.get("train_steps")) and not results.curves.empty
+    groups = equivalence_groups(results.cells, grid)
+    verdicts = classify(results.cells, results.layers, trained, groups)
+    return verdicts, trained
+
+
+def sweep_page(
+    results: Results, out: Path, classified: tuple[pd.DataFrame, bool] | None = None
+) -> Path:
+    """A sweep's page; ``classified`` is :func:`verdicts_of`'s result when known."""
+    cells = results.cells
+    if cells.empty:
+        raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
+    figures_dir, tables_dir = out / "figures", out / "tables"
+    for folder in (figures_dir, tables_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    grid = results.meta.get("grid", {})
+    verdicts, trained = classified or verdicts_of(results)
+    verdicts = verdicts.copy()  # figures fill in missing bias variances: the caller's stays
+    ordered = [*VERDICT_COLUMNS, *(c for c in verdicts.columns if c not in VERDICT_COLUMNS)]
+    verdicts[ordered].to_csv(out / "verdicts.csv", index=False)
+
+    tables = cell_tables(verdicts, trained)
+    for table in tables:
+        table.frame.to_csv(tables_dir / f"{table.id}.csv", index=False)
+        (tables_dir / f"{table.id}.md").write_text(
+            f"### {table.title}\n\n{table.view.to_markdown(index=False)}\n\n{table.verdict}\n"
+        )
+        (tables_dir / f"{table.id}.html").write_text(_table_html(table.view))
+    ctx = Context(
+        cells,
+        results.layers,
+        results.curves,
+        results.hists,
+        verdicts,
+        trained,
+        float(grid.get("target_accuracy", 0.8)),
+    )
+    figures = all_figures(ctx, figures_dir, int(grid.get("train_steps") or 0))
+    columns, rows = matrix(verdicts, trained)
+    expected = int(results.meta.get("runs", len(cells)))
+    return write_page(
+        "sweep.html.j2",
+        out,
+        title=f"initbench: {results.path.name}",
+        meta=results.meta,
+        status=cells["status"].value_counts().to_dict(),
+        missing=expected - len(cells),
+        expected=expected,
+        columns=columns,
+        rows=rows,
+        tables=[
+            {"id": t.id, "title": t.title, "verdict": t.verdict, "html": _table_html(t.view)}
+            for t in tables
+        ],
+        sections=[
+            (key, name, [f for f in figures if f.section == key])
+            for key, name in SECTIONS.items()
+            if any(f.section == key for f in figures)
+        ],
+        trained=trained,
+        summary=summary(cells, results.meta),
+        threshold=f"{2**THRESHOLD:.0f}",
+        settled=f"{2**SETTLED:.2g}",
+        settled_limit=f"{2**SETTLED_LIMIT:.0f}",
+        target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
+    )
+
+
+def _table_html(view: pd.DataFrame) -> str:
+    return view.to_html(index=False, classes="sortable", border=0, escape=True)
+
+
+def summary(cells: pd.DataFrame, meta: dict) -> list[tuple[str, str]]:
+    """The page's "about this sweep" lines."""
+    grid = meta.get("grid", {})
+    bias = sorted(cells["bias_var"].dropna().unique()) if "bias_var" in cells else []
+    lines = [
+        ("runs", f"{len(cells):,} of {int(meta.get('runs', len(cells))):,}"),
+        ("schemes", str(cells["scheme_id"].nunique())),
+        ("activations", ", ".join(sorted(cells["activation"].unique()))),
+        ("archs", ", ".join(sorted(cells["arch"].unique()))),
+        ("depths", ", ".join(map(str, sorted(cells["depth"].unique())))),
+        ("widths", ", ".join(map(str, sorted(cells["width"].unique())))),
+        ("bias variances", ", ".join(f"{b:g}" for b in bias) or "0"),
+        ("seeds", str(grid.get("seeds", cells["seed"].nunique()))),
+        ("probe input", grid.get("dataset") or "standard normal"),
+        (
+            "training",
+            f"{grid.get('train_steps')} {grid.get('optimizer')} steps, lr {grid.get('lr')}, "
+            f"target {fmt.percent(float(grid.get('target_accuracy', 0.8)))}"
+            if grid.get("train_steps")
+            else "none (probe only)",
+        ),
+    ]
+    return lines + provenance(meta)
+
+
+PAGES = {"sweep": Page(sweep_page, "sweep of schemes over cells")}

@@ -1,0 +1,170 @@
+"""Named grids: ``initbench sweep --preset NAME``.
+
+A preset is one grid, or several named parts (the atlas: a grid per architecture, each
+at the sizes it fits), swept into one folder per part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from initbench.core.errors import UsageError
+from initbench.sweeps.grid import Grid
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    doc: str
+    parts: dict[str, Grid]  # one part, named after the preset, for a single grid
+    whole: str | None = None  # the preset this one is a part of
+
+    @property
+    def single(self) -> bool:
+        return list(self.parts) == [self.name]
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset(name: str) -> Grid:
+    """A named grid (``initbench list presets`` shows them all)."""
+    found = get_preset(name)
+    if not found.single:
+        raise UsageError(
+            f"preset {name!r} has parts ({', '.join(found.parts)}): take them from "
+            "get_preset(name).parts"
+        )
+    return found.parts[name]
+
+
+def register_preset(
+    name: str,
+    doc: str,
+    grid: Grid | None = None,
+    *,
+    parts: dict[str, Grid] | None = None,
+    whole: str | None = None,
+) -> None:
+    if name in PRESETS:
+        raise ValueError(f"a preset named {name!r} is already registered")
+    if (grid is None) == (parts is None):
+        raise ValueError("give a preset either one grid or its parts")
+    PRESETS[name] = Preset(name, doc, parts or {name: grid}, whole)
+
+
+ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "leaky_relu", "selu", "gelu", "silu")
+
+register_preset(
+    "quick",
+    "every scheme on tanh, relu and sigmoid mlps, depths 5, 20 and 50, widths 64 and 256, "
+    "2 seeds; probe only (about a minute on 2 cores)",
+    Grid(activations=("tanh", "relu", "sigmoid"), depths=(5, 20, 50), widths=(64, 256), seeds=2),
+)
+register_preset(
+    "default",
+    "the classic schemes on tanh and relu mlps of depth 5, 15 and 30, width 128, 3 seeds: "
+    "probed on a digits batch, then 300 SGD steps (lr 0.003, momentum 0.9, batch 128) "
+    "on digits (a few minutes on 2 cores)",
+    Grid(
+        schemes=(
+            "xavier_normal",
+            "kaiming_normal[mode=fan_in,nonlinearity=matched]",
+            "orthogonal",
+            "normal[std=0.01]",
+            "torch_default",
+            "lsuv",
+        ),
+        activations=("tanh", "relu"),
+        depths=(5, 15, 30),
+        widths=(128,),
+        seeds=3,
+        dataset="digits",
+        train_steps=300,
+        lr=0.003,
+    ),
+)
+register_preset(
+    "full",
+    "every scheme x every activation x mlp and cnn x depths 2-50 x widths 64-256, 5 seeds, "
+    "probed on digits (days on a 2-core CPU, about an hour on one GPU; spread it with "
+    "--executor ray)",
+    Grid(
+        activations=ACTIVATIONS,
+        archs=("mlp", "cnn"),
+        depths=(2, 5, 10, 20, 50),
+        widths=(64, 128, 256),
+        seeds=5,
+        dataset="digits",
+    ),
+)
+
+# The atlas: every scheme x every activation, 5 seeds, probed with histograms and input-pair
+# correlations on standard-normal inputs; the mlp and resmlp also trained on digits.
+PROBE = Grid(activations=ACTIVATIONS, seeds=5, histograms=True, input_corr=0.5)
+TRAINED = Grid.from_dict(
+    {"dataset": "digits", "train_steps": 200, "lr": 0.003, "eval_every": 20}, PROBE
+)
+DEPTHS = (2, 5, 10, 20, 50, 100)
+WIDTHS = (64, 128, 256, 512, 1024)
+ATLAS = {
+    "mlp": Grid.from_dict({"archs": ["mlp"], "depths": DEPTHS, "widths": WIDTHS}, PROBE),
+    "resmlp": Grid.from_dict({"archs": ["resmlp"], "depths": DEPTHS, "widths": WIDTHS}, PROBE),
+    "mlp-trained": Grid.from_dict(
+        {"archs": ["mlp"], "depths": [2, 5, 10, 20, 50], "widths": [64, 128, 256]}, TRAINED
+    ),
+    "resmlp-trained": Grid.from_dict(
+        {"archs": ["resmlp"], "depths": [2, 5, 10, 20, 50], "widths": [64, 128, 256]}, TRAINED
+    ),
+    # channels, blocks and batches that fit: 8x8 images, 3x3 convolutions
+    "cnn": Grid.from_dict(
+        {
+            "archs": ["cnn"],
+            "depths": [2, 5, 10, 20, 50],
+            "widths": [32, 64, 128],
+            "batch_size": 128,
+        },
+        PROBE,
+    ),
+    "resnet": Grid.from_dict(
+        {"archs": ["resnet"], "depths": [2, 5, 10, 20], "widths": [32, 64], "batch_size": 128},
+        PROBE,
+    ),
+    # 16-token sequences, heads of 64 units
+    "transformer": Grid.from_dict(
+        {
+            "archs": ["transformer"],
+            "depths": [2, 5, 10, 20],
+            "widths": [64, 128, 256],
+            "batch_size": 64,
+        },
+        PROBE,
+    ),
+}
+register_preset(
+    "atlas",
+    "every scheme x every activation x every arch, 5 seeds, with histograms and correlations: "
+    "mlp and resmlp at depths 2-100 and widths 64-1024 (and trained on digits for 200 steps "
+    "at depths 2-50, widths 64-256), cnn (32-128 channels, depths 2-50), resnet (32-64 "
+    "channels, 2-20 blocks) and transformer (widths 64-256, 2-20 blocks); sized for one "
+    "GPU (see docs/atlas.md)",
+    parts=ATLAS,
+)
+register_preset(
+    "atlas-cpu",
+    "the part of the atlas that fits 30 minutes on 2 CPU cores: mlps at depths 2-50, widths "
+    "64-256, probed; and trained on digits at width 128, depth 20",
+    parts={
+        "mlp": Grid.from_dict(
+            {"depths": [2, 5, 10, 20, 50], "widths": [64, 128, 256]}, ATLAS["mlp"]
+        ),
+        "mlp-trained": Grid.from_dict({"depths": [20], "widths": [128]}, ATLAS["mlp-trained"]),
+    },
+    whole="atlas",
+)

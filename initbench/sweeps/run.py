@@ -1,0 +1,201 @@
+"""The sweep: plan a grid's runs, compute them with an executor, stream rows to the store."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from initbench import __version__
+from initbench.core.data import load_dataset
+from initbench.core.device import (
+    device_info,
+    limit_gpu_memory,
+    prepare_process,
+    resolve_device,
+    resolve_rng,
+)
+from initbench.core.errors import RunsFailed, UsageError
+from initbench.sweeps.executors import get_executor
+from initbench.sweeps.grid import Grid
+from initbench.sweeps.planning import plan_chunks
+from initbench.sweeps.store import FINISHED, Store, read_table
+
+
+def sweep(
+    grid: Grid,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    deterministic: bool = False,
+    gpu_memory_fraction: float | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    kind: str = "sweep",
+    about: dict[str, Any] | None = None,
+    rng: str = "auto",
+) -> Path:
+    """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
+
+    Re-running with the same grid and folder resumes: finished runs (ok, diverged, skipped)
+    are kept, failed and missing ones computed. An interrupt (Ctrl-C) keeps every chunk
+    that finished. When some runs fail, a line on stderr says how many and the first reason.
+
+    Args:
+        grid: what to run.
+        out: the sweep folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        progress: show a progress bar (runs done, with progress inside each chunk).
+        deterministic: deterministic kernels.
+        gpu_memory_fraction: cap this process's share of the GPU's memory.
+        data_dir: where torchvision datasets live.
+        download: let torchvision download a missing dataset.
+        executor: ``local`` (this process) or ``ray`` (Ray tasks; see
+            :mod:`initbench.sweeps.executors.ray`).
+        ray_address: the Ray cluster to use; None starts Ray on this machine.
+        kind: what the folder holds, for ``initbench report`` (``sweep``, ``phase``, ...).
+        about: more values for ``meta.json`` (what a ``phase`` sweep spans, ...).
+        rng: ``host`` (each run's CPU generator: the same numbers on every device),
+            ``device`` (generators on the compute device) or ``auto`` (device on GPUs).
+
+    Returns:
+        The sweep folder.
+
+    Raises:
+        UsageError: bad input, or an ``out`` that holds other results or cannot be written.
+        DamagedStore: a table of ``out`` does not read (see ``initbench check``).
+        RunsFailed: not one run finished (the message gives the first reason).
+    """
+    began = time.perf_counter()
+    runs = grid.runs()
+    torch_device = resolve_device(device)
+    rng = resolve_rng(rng, torch_device)
+    chosen = get_executor(executor, ray_address)
+    dataset = load_dataset(grid.dataset, data_dir, download) if grid.dataset else None
+    prepare_process(deterministic)
+    if gpu_memory_fraction is not None:
+        limit_gpu_memory(gpu_memory_fraction, torch_device)
+    with chosen:  # connects before the store is touched: a bad address writes nothing
+        store = Store(out)
+        earlier = store.read_meta() if Path(out).is_dir() else None
+        if earlier and earlier.get("rng", rng) != rng:
+            raise UsageError(
+                f"{out} was swept with --rng {earlier['rng']}: resume it with --rng "
+                f"{earlier['rng']} (another generator gives other numbers)"
+            )
+        meta = store.begin(
+            grid.to_dict(),
+            {
+                "kind": kind,
+                **(about or {}),
+                "initbench": __version__,
+                "git_commit": _git_commit(),
+                "deterministic": deterministic,
+                "gpu_memory_fraction": gpu_memory_fraction,
+                "executor": executor,
+                "rng": rng,
+                "runs": len(runs),
+                "started": _now(),
+            }
+            | device_info(torch_device),
+        )
+        finished = store.finished_run_ids()
+        todo = [r for r in runs if r.id not in finished]
+        bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
+        results = chosen.run(
+            plan_chunks(todo, grid, torch_device),
+            grid,
+            torch_device,
+            dataset=dataset,
+            deterministic=deterministic,
+            data_dir=data_dir,
+            progress=bar,
+            rng=rng,
+        )
+        done = len(runs) - len(todo)
+        try:
+            with contextlib.closing(results):
+                for records in results:
+                    store.write(records)
+                    done += len(records.cells)
+                    # whole runs, whatever the chunk reported on the way
+                    bar.update(done - bar.n)
+        except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
+            bar.close()
+            with contextlib.suppress(OSError):  # the error on its way out is the one to see
+                _finish(store, meta, "interrupted", time.perf_counter() - began)
+            raise
+        bar.close()
+        _finish(store, meta, "finished", time.perf_counter() - began)
+        _check_outcome(store, [r.id for r in runs])
+        return Path(out)
+
+
+def _check_outcome(store: Store, run_ids: list[str]) -> None:
+    """Raises :class:`RunsFailed` when not one of ``run_ids`` finished; when only some
+    failed, says on stderr how many and the first reason."""
+    cells = read_table(store.root, "cells", columns=["run_id", "status", "reason"])
+    mine = cells[cells["run_id"].isin(run_ids)]
+    failed = mine[~mine["status"].isin(FINISHED)]
+    if not len(failed):
+        return
+    first = failed["reason"].iloc[0]
+    if len(failed) == len(mine):
+        raise RunsFailed(f"all {len(mine):,} runs failed; the first: {first}; nothing was measured")
+    print(
+        f"initbench: {len(failed):,} of {len(mine):,} runs in {store.root} failed (the first: "
+        f"{first}); running the sweep again retries them",
+        file=sys.stderr,
+    )
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _finish(store: Store, meta: dict[str, Any], how: str, seconds: float) -> None:
+    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta, with
+    ``seconds``: the time spent computing, over every session of a resumed sweep."""
+    store.compact()
+    meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
+    seconds += float(meta.get("seconds", 0.0))
+    store.write_meta(meta | {how: _now(), "seconds": round(seconds, 3)})
+
+
+def _progress(total: int, done: int, enabled: bool, name: str):
+    """A progress bar on stderr; in a log (not a terminal) a line every 30 s at most."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+        total=total,
+        initial=done,
+        disable=not enabled,
+        unit="run",
+        desc=f"sweep {name}",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}<{remaining}]{postfix}",
+    )

@@ -1,0 +1,161 @@
+"""Convergence: short training runs of stacked ensembles, the tutorial's train/eval loops.
+
+R runs of one shape train together: the loss is the sum of the runs' mean losses and the
+optimizers (SGD with momentum, Adam) act element-wise, so each run follows exactly the
+trajectory it would follow alone. Each run draws its minibatch order from its own seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from initbench.archs import Stacked
+from initbench.core.data import Dataset
+from initbench.core.device import run_generator, synchronize
+from initbench.sweeps.grid import Grid, Run
+
+EVAL_BATCH = 1024
+
+
+def batch_order(seed: int, n: int, steps: int, batch_size: int) -> torch.Tensor:
+    """A run's minibatch indices ``(steps, batch_size)``: reshuffled every epoch."""
+    generator = run_generator(seed, stream=1)
+    epochs = math.ceil(steps * batch_size / n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
+    return order[: steps * batch_size].view(steps, batch_size)
+
+
+def make_optimizer(params, grid: Grid) -> torch.optim.Optimizer:
+    if grid.optimizer == "adam":
+        return torch.optim.Adam(params, lr=grid.lr)
+    return torch.optim.SGD(params, lr=grid.lr, momentum=grid.momentum)
+
+
+@dataclass
+class TrainResult:
+    """Logged curves ``(R, T)`` at ``steps`` (T,), and per-run summaries."""
+
+    steps: np.ndarray
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    diverged_step: np.ndarray  # (R,) first step with a non-finite loss, NaN if none
+    seconds: float  # wall time of the whole stack
+
+    def summaries(self, target_accuracy: float, total_steps: int) -> dict[str, np.ndarray]:
+        """Per-run convergence metrics (see docs/results.md)."""
+        reached = self.test_acc >= target_accuracy
+        first = np.where(reached.any(1), reached.argmax(1), -1)
+        steps_to_target = np.where(first >= 0, self.steps[np.maximum(first, 0)], np.nan)
+        if len(self.steps) > 1:
+            auc = np.trapezoid(self.train_loss[:, 1:], self.steps[1:], axis=1)
+            auc = auc / max(self.steps[-1] - self.steps[1], 1)
+        else:
+            auc = self.train_loss[:, -1]
+        runs = self.train_loss.shape[0]
+        return {
+            "steps_to_target": steps_to_target,
+            "train_loss_auc": auc,
+            "final_train_loss": self.train_loss[:, -1],
+            "final_train_acc": self.train_acc[:, -1],
+            "final_test_loss": self.test_loss[:, -1],
+            "final_test_acc": self.test_acc[:, -1],
+            "diverged_step": self.diverged_step,
+            "train_seconds": np.full(runs, self.seconds / runs),
+            "seconds_per_step": np.full(runs, self.seconds / runs / max(total_steps, 1)),
+        }
+
+
+def _per_run_loss(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and number correct per run; ``out`` is (R, B, C), ``y`` (R, B)."""
+    loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    correct = (out.argmax(-1) == y).float().sum(1)
+    return loss.mean(1), correct
+
+
+@torch.no_grad()
+def evaluate(net: Stacked, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test loss and accuracy per run (``model.eval()`` + ``torch.no_grad()``)."""
+    net.eval()
+    loss_sum = torch.zeros(net.runs, device=x.device)
+    correct = torch.zeros(net.runs, device=x.device)
+    for start in range(0, len(x), EVAL_BATCH):
+        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        out = net(xb.unsqueeze(0).expand(net.runs, *xb.shape))
+        loss, hits = _per_run_loss(out, yb.unsqueeze(0).expand(net.runs, -1))
+        loss_sum += loss * len(xb)
+        correct += hits
+    return loss_sum / len(x), correct / len(x)
+
+
+def train_stack(
+    net: Stacked,
+    runs: Sequence[Run],
+    dataset: Dataset,
+    grid: Grid,
+    on_step: Callable[[], object] | None = None,
+) -> TrainResult:
+    """Trains the stacked runs for ``grid.train_steps`` steps, logging every ``eval_every``
+    (``on_step`` is called after every step, for progress bars)."""
+    device = net.device
+    arch = runs[0].cell.arch
+    x_train = arch.data_sample(dataset.x_train).to(device)
+    y_train = dataset.y_train.to(device)
+    x_test = arch.data_sample(dataset.x_test).to(device)
+    y_test = dataset.y_test.to(device)
+    steps, batch = grid.train_steps, grid.train_batch_size
+    order = torch.stack([batch_order(r.seed, len(x_train), steps, batch) for r in runs]).to(device)
+    optimizer = make_optimizer(net.parameters(), grid)
+    diverged = torch.full((net.runs,), -1, dtype=torch.long, device=device)
+    loss_sum = torch.zeros(net.runs, device=device)
+    correct_sum = torch.zeros(net.runs, device=device)
+    logs: list[torch.Tensor] = []
+    logged_steps: list[int] = []
+
+    def log(step: int, seen: int) -> None:
+        test_loss, test_acc = evaluate(net, x_test, y_test)
+        if seen:
+            train = (loss_sum / seen, correct_sum / (seen * batch))
+        else:  # before training: the loss of the initial weights on the training set
+            train = evaluate(net, x_train, y_train)
+        logs.append(torch.stack([*train, test_loss, test_acc]))
+        logged_steps.append(step)
+        loss_sum.zero_()
+        correct_sum.zero_()
+
+    synchronize(device)
+    start = time.perf_counter()
+    log(0, 0)
+    seen = 0
+    for step in range(steps):
+        net.train()
+        idx = order[:, step]
+        optimizer.zero_grad()
+        out = net(x_train[idx])
+        loss, correct = _per_run_loss(out, y_train[idx])
+        bad = ~torch.isfinite(loss)
+        diverged.masked_fill_(bad & (diverged < 0), step + 1)
+        loss.masked_fill(bad, 0.0).sum().backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        correct_sum += correct
+        seen += 1
+        if (step + 1) % grid.eval_every == 0 or step + 1 == steps:
+            log(step + 1, seen)
+            seen = 0
+        if on_step is not None:
+            on_step()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    curves = torch.stack(logs, dim=-1).cpu().numpy()  # (4, R, T)
+    div = diverged.cpu().numpy().astype(float)
+    div[div < 0] = np.nan
+    return TrainResult(np.array(logged_steps), *curves, div, seconds)
