@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 import initbench
-from initbench.core.device import prepare_process, resolve_device, run_generator, synchronize
+from initbench.core.device import prepare_process, resolve_device, synchronize
+from initbench.core.rng import run_generator
 from initbench.sweeps.grid import Grid
 from initbench.sweeps.planning import matmul_flops, plan_chunks
 

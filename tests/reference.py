@@ -11,11 +11,11 @@ import math
 
 import torch
 
-from initbench.core.device import run_generator
 from initbench.core.fill import fill_biases, fill_targets
+from initbench.core.rng import Stream, run_generator
 from initbench.core.targets import biases, init_targets
 from initbench.initialize.lsuv import lsuv_module
-from initbench.sweeps.engine import FIT_STREAM, INPUT_STREAM, WEIGHT_STREAM, correlate_pairs
+from initbench.sweeps.engine import correlate_pairs
 from initbench.sweeps.grid import Grid, Run
 
 
@@ -24,20 +24,20 @@ def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torc
     cell = run.cell
     inputs = grid.cell_inputs(cell)
     model = cell.arch.build(cell.depth, cell.width, cell.activation, inputs)
-    generator = run_generator(run.seed, WEIGHT_STREAM)
+    generator = run_generator(run.seed, Stream.WEIGHTS)
     params = dict(model.named_parameters())
     with torch.no_grad():  # the engine's draw order: weights, then biases; batch, cotangent
         fill_targets(
             params, init_targets(model), cell.scheme, cell.activation, generator, fallback=True
         )
         fill_biases(params, biases(model), cell.bias_var, generator)
-    data = run_generator(run.seed, INPUT_STREAM)
+    data = run_generator(run.seed, Stream.INPUTS)
     x = torch.randn(grid.batch_size, *inputs.sample, generator=data)
     x = correlate_pairs(x, grid.input_corr)
     cotangent = torch.randn(grid.batch_size, inputs.classes, generator=data)
     if cell.scheme.data_dependent:
         fit = torch.randn(
-            grid.batch_size, *inputs.sample, generator=run_generator(run.seed, FIT_STREAM)
+            grid.batch_size, *inputs.sample, generator=run_generator(run.seed, Stream.FIT)
         )
         lsuv_module(model, fit)
     return model, x, cotangent

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 import initbench
-from initbench.core.device import run_generator
+from initbench.core.rng import Stream, run_generator
 from initbench.report import coord as coord_page
 from initbench.report import report
 from initbench.studies.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, width_verdict
@@ -117,7 +117,7 @@ def _by_hand(make, width, seed, shape, steps, optimizer, loss_of):
     """The records of one copy, from a training loop written here."""
     torch.manual_seed(seed)
     net = make(width=width)
-    draw = run_generator(seed, 1)
+    draw = run_generator(seed, Stream.TRAINING)
     x = torch.randn(shape, generator=draw)
     step_of = optimizer(net.parameters(), lr=1e-2)
     rows, labels = [], None

@@ -19,9 +19,9 @@ import torchvision
 from torch import nn
 
 import initbench
-from initbench.core.device import run_generator
 from initbench.core.errors import UsageError
-from initbench.report import modules as probe_page
+from initbench.core.rng import run_generator
+from initbench.report import probe as probe_page
 from initbench.report import report
 from initbench.studies.probe import COLUMNS, load_model, probe_model
 from tests.cli import assert_usage_error, run_all

@@ -10,8 +10,9 @@ from initbench import Grid
 from initbench.archs import get_arch
 from initbench.core.activations import get_activation
 from initbench.core.data import load_dataset
-from initbench.core.device import resolve_device, run_generator
+from initbench.core.device import resolve_device
 from initbench.core.errors import UsageError
+from initbench.core.rng import run_generator
 from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
 from initbench.sweeps.engine import compute_chunk, initialize_runs

@@ -5,14 +5,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import random
 
-import numpy as np
 import torch
 
 from initbench.core.errors import UsageError
-
-DATA_SEED_OFFSET = 1_000_003  # data order uses its own stream, apart from the weights'
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -48,14 +44,6 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python's, NumPy's, torch's and every GPU's global random generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 def set_deterministic(enabled: bool) -> None:
@@ -109,24 +97,6 @@ def keep_freed_memory() -> bool:
     return bool(
         libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 32 << 20)
     )
-
-
-def run_generator(seed: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator of one run, one per stream (weights, data order, ...).
-
-    Drawing on the CPU makes a run's numbers the same whatever device computes it.
-    """
-    return torch.Generator().manual_seed(seed + stream * DATA_SEED_OFFSET)
-
-
-DEVICE_SEED_OFFSET = 7_000_003  # the device generators' stream, apart from the host's
-
-
-def device_generator(seed: int, device: torch.device, stream: int = 0) -> torch.Generator:
-    """A run's generator on the compute device (``--rng device``): the same distributions
-    as :func:`run_generator`'s, other numbers, no copy from the host."""
-    seed += DEVICE_SEED_OFFSET + stream * DATA_SEED_OFFSET
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def resolve_rng(rng: str, device: torch.device) -> str:

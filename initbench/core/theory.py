@@ -23,11 +23,6 @@ _Z = torch.tensor(_NODES * np.sqrt(2.0), dtype=torch.float64)
 _W = torch.tensor(_WEIGHTS / np.sqrt(np.pi), dtype=torch.float64)
 
 
-def expect(f: Elementwise, q: float = 1.0) -> float:
-    """Returns ``E[f(sqrt(q) z)]`` for ``z ~ N(0, 1)``."""
-    return float((f(_Z * np.sqrt(q)) * _W).sum())
-
-
 @functools.lru_cache(maxsize=1 << 16)  # cells of one sweep share most steps of their maps
 def second_moment(phi: Elementwise, q: float) -> float:
     """``E[phi(sqrt(q) z)^2]`` for ``z ~ N(0, 1)``."""

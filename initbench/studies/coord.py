@@ -31,9 +31,10 @@ from initbench import __version__
 from initbench.archs import get_arch
 from initbench.archs.base import Inputs
 from initbench.core.activations import get_activation
-from initbench.core.device import device_info, resolve_device, run_generator, use_full_float32
+from initbench.core.device import device_info, resolve_device, use_full_float32
 from initbench.core.errors import UsageError
 from initbench.core.folders import claim, write_results
+from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
 from initbench.studies.probe import (
@@ -108,10 +109,10 @@ def coord_check(
     built" differs by seed), prepared as :func:`initbench.studies.probe.prepare` does (no
     in-place ops, dropout in eval mode), re-initialized with ``scheme`` from
     ``run_generator(seed)`` when given, and shown one fixed standard-normal batch (with
-    random class labels) from ``run_generator(seed, 1)``. The loss is the cross-entropy
-    against those labels when the output is ``(batch, classes)``, else half the mean square
-    of the output. Statistics are taken on that batch at initialization (step 0) and after
-    each of ``steps`` optimizer steps on it.
+    random class labels) from ``run_generator(seed, Stream.TRAINING)``. The loss is the
+    cross-entropy against those labels when the output is ``(batch, classes)``, else half
+    the mean square of the output. Statistics are taken on that batch at initialization
+    (step 0) and after each of ``steps`` optimizer steps on it.
 
     Args:
         model: a built-in architecture id (``mlp``, ``resmlp[norm=layer]``, ``cnn``, ...),
@@ -322,7 +323,7 @@ def _train(
     device: torch.device,
 ) -> pd.DataFrame:
     """Statistics of one copy at initialization and after each of ``steps`` steps."""
-    draw = run_generator(seed, 1)
+    draw = run_generator(seed, Stream.TRAINING)
     x = torch.randn(shape, generator=draw).to(device)
     step_of = optimizer(net.parameters(), lr=lr)
     recorder = _Recorder(net, device)

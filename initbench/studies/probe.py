@@ -29,9 +29,10 @@ from torch import nn
 
 from initbench import __version__
 from initbench.core.activations import get_activation
-from initbench.core.device import device_info, resolve_device, run_generator, use_full_float32
+from initbench.core.device import device_info, resolve_device, use_full_float32
 from initbench.core.errors import UsageError
 from initbench.core.folders import claim, write_results
+from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
 
@@ -48,7 +49,6 @@ COLUMNS = [
     "weight_var",
     "weight_grad_norm",
 ]
-FIT_STREAM = 2  # the stream of a data-dependent scheme's own batch, as in a sweep
 # random in train mode, so probed in eval mode: dropout, attention (its attention dropout), and
 # drop-path (torchvision's StochasticDepth, timm's DropPath: by class name)
 EVAL_MODE = (
@@ -92,7 +92,8 @@ def probe_model(
             per seed.
         scheme: a scheme id to re-initialize every weight with; None keeps the model's own
             initialization. A data-dependent scheme (``lsuv``) fits on a standard-normal
-            batch of its own (``run_generator(seed, 2)``), or on the given batch.
+            batch of its own (``run_generator(seed, Stream.FIT)``, as in a sweep), or on the
+            given batch.
         activation: what the scheme's ``matched`` gains refer to (default ``relu``).
         seeds: how many copies to probe (seeds 0..seeds-1).
         device: where to compute (``auto``, ``cpu``, ``cuda``, ...).
@@ -202,7 +203,7 @@ def fit_batch(inputs: Inputs, seed: int) -> torch.Tensor:
     drawn from the seed's fit stream (as in a sweep: it is not fitted on the probe batch)."""
     if isinstance(inputs, torch.Tensor):
         return inputs
-    return torch.randn(inputs, generator=run_generator(seed, FIT_STREAM))
+    return torch.randn(inputs, generator=run_generator(seed, Stream.FIT))
 
 
 class _Recorder:

@@ -20,8 +20,9 @@ import torch
 from initbench.archs import Inputs, Stacked
 from initbench.core import theory
 from initbench.core.data import Dataset
-from initbench.core.device import device_generator, free_memory, is_out_of_memory, run_generator
+from initbench.core.device import free_memory, is_out_of_memory
 from initbench.core.fill import finish_orthogonal
+from initbench.core.rng import Stream, device_generator, run_generator
 from initbench.initialize.lsuv import lsuv_stack
 from initbench.measure import histograms, jacobian
 from initbench.measure.statistics import STATISTICS, ProbeResult, probe
@@ -37,7 +38,6 @@ from initbench.sweeps.store import Records
 
 # the run's generator streams: weights (and biases), training's data order, a data-dependent
 # scheme's fitting batch, the probe batch and cotangent (the same for every scheme: paired)
-WEIGHT_STREAM, FIT_STREAM, INPUT_STREAM = 0, 2, 3
 
 
 class Progress(Protocol):
@@ -129,10 +129,10 @@ def initialize_runs(
     def draw(r: int) -> None:
         run = runs[r]
         if rng == "host":
-            weights, data = (run_generator(run.seed, s) for s in (WEIGHT_STREAM, INPUT_STREAM))
+            weights, data = (run_generator(run.seed, s) for s in (Stream.WEIGHTS, Stream.INPUTS))
         else:
             weights, data = (
-                device_generator(run.seed, device, s) for s in (WEIGHT_STREAM, INPUT_STREAM)
+                device_generator(run.seed, device, s) for s in (Stream.WEIGHTS, Stream.INPUTS)
             )
         net.initialize(r, run.cell.scheme, weights, run.cell.bias_var, host, deferred[r])
         if dataset is None:
@@ -186,7 +186,7 @@ def fit_batch(
     or training samples after the probe batch, drawn from the run's fit stream."""
     batches = []
     for run in runs:
-        generator = run_generator(run.seed, FIT_STREAM)
+        generator = run_generator(run.seed, Stream.FIT)
         if dataset is None:
             batches.append(torch.randn(grid.batch_size, *inputs.sample, generator=generator))
             continue

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from initbench.archs import Stacked
 from initbench.core.data import Dataset
-from initbench.core.device import run_generator, synchronize
+from initbench.core.device import synchronize
+from initbench.core.rng import Stream, run_generator
 from initbench.sweeps.grid import Grid, Run
 
 EVAL_BATCH = 1024
@@ -26,7 +27,7 @@ EVAL_BATCH = 1024
 
 def batch_order(seed: int, n: int, steps: int, batch_size: int) -> torch.Tensor:
     """A run's minibatch indices ``(steps, batch_size)``: reshuffled every epoch."""
-    generator = run_generator(seed, stream=1)
+    generator = run_generator(seed, Stream.TRAINING)
     epochs = math.ceil(steps * batch_size / n)
     order = torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
     return order[: steps * batch_size].view(steps, batch_size)
