@@ -48,7 +48,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from initbench.core.intervals import mean_interval, t_quantile
 
 THRESHOLD = 2.0  # bits: a fourfold change end to end
 SETTLED = 0.5  # bits over the deep half: the quantity has stopped moving
@@ -57,20 +58,6 @@ MIN_SETTLE_LAYERS = 3
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
 SIGNALS = ("stable", "vanishing", "exploding")
 TRAINING = ("trains", "stalls", "diverges")
-
-
-def t_interval(values: np.ndarray) -> tuple[float, float, int]:
-    """Mean and 95% t-interval half-width of the finite values (NaN half-width for one)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(values.mean())
-    if n == 1:
-        return mean, math.nan, 1
-    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return mean, half, n
 
 
 def quantity_measures(y: np.ndarray) -> dict[str, float]:
@@ -94,7 +81,7 @@ def quantity_measures(y: np.ndarray) -> dict[str, float]:
     if seeds > 1:
         dof = (seeds - 1) * (layers - 1)
         spread = ((steps - steps.mean(0)) ** 2).sum() / dof
-        out["ci"] = float(stats.t.ppf(0.975, dof) * math.sqrt((layers - 1) * spread / seeds))
+        out["ci"] = float(t_quantile(dof) * math.sqrt((layers - 1) * spread / seeds))
     deep = np.arange(layers) >= math.ceil(layers / 2) - 1
     if deep.sum() >= MIN_SETTLE_LAYERS:
         x = np.arange(layers)[deep].astype(float)
@@ -224,7 +211,7 @@ def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[st
         if not note:
             row["training"] = classify_training(runs[runs["status"].isin(["ok", "diverged"])])
         for column in ("final_test_acc", "steps_to_target"):
-            mean, half, _ = t_interval(runs[column].to_numpy(float))
+            mean, half, _ = mean_interval(runs[column].to_numpy(float))
             row[column], row[f"{column}_ci"] = mean, half
         row["reached_target"] = int(runs["steps_to_target"].notna().sum())
     row["note"] = note
@@ -298,11 +285,11 @@ def _separated(values: np.ndarray, best: np.ndarray) -> bool:
     the paired per-seed difference lies below 0, and the two 95% intervals of the means do
     not overlap."""
     both = np.isfinite(values) & np.isfinite(best)
-    mean, half, n = t_interval(values[both] - best[both])
+    mean, half, n = mean_interval(values[both] - best[both])
     if n < 2 or not math.isfinite(half) or mean + half >= 0:
         return False
-    m_a, h_a, n_a = t_interval(values)
-    m_b, h_b, n_b = t_interval(best)
+    m_a, h_a, n_a = mean_interval(values)
+    m_b, h_b, n_b = mean_interval(best)
     if min(n_a, n_b) < 2:
         return False
     return m_a + h_a < m_b - h_b

@@ -8,12 +8,11 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from initbench.core.errors import UsageError
 from initbench.core.folders import atomic_write_parquet, replacing, write_meta
+from initbench.core.intervals import group_intervals
 from initbench.measure.statistics import STATISTICS
 from initbench.report.classify import CELL_KEYS
 from initbench.report.pages import Page, pages, report, write_page
@@ -34,23 +33,6 @@ CELL_NUMBERS = [
 ]
 
 
-def mean_interval(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Per group of ``keys``: each column's mean, and the 95% t-interval's ends
-    (``<column>_mean``, ``_lo``, ``_hi``) over the group's rows. Missing values are left
-    out; an infinite one makes the mean infinite and the interval missing; one row gives
-    no interval."""
-    grouped = frame.groupby(keys, sort=True, dropna=False)[columns]
-    mean, std, count = grouped.mean(), grouped.std(), grouped.count()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = std * stats.t.ppf(0.975, (count - 1).where(count > 1)) / np.sqrt(count)
-    out = {}
-    for column in columns:
-        out[f"{column}_mean"] = mean[column]
-        out[f"{column}_lo"] = mean[column] - half[column]
-        out[f"{column}_hi"] = mean[column] + half[column]
-    return pd.DataFrame(out).astype("float32").reset_index()
-
-
 def aggregate(
     results: Results, name: str, verdicts: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -65,11 +47,11 @@ def aggregate(
     names["bias_var"] = names["bias_var"].fillna(0.0)
     cells = (
         verdicts.merge(names.drop_duplicates(keys), on=keys, how="left")
-        .merge(mean_interval(ok, keys, CELL_NUMBERS), on=keys, how="left")
+        .merge(group_intervals(ok, keys, CELL_NUMBERS), on=keys, how="left")
         .assign(sweep=name)
     )
     per_layer = results.layers.merge(ok[[*keys, "run_id"]], on="run_id")
-    layers = mean_interval(per_layer, [*keys, "layer"], list(STATISTICS))
+    layers = group_intervals(per_layer, [*keys, "layer"], list(STATISTICS))
     theory = per_layer.groupby([*keys, "layer"], sort=True, dropna=False)[THEORY_COLUMNS].mean()
     layers = layers.merge(theory.astype("float32").reset_index(), on=[*keys, "layer"])
     first = ["sweep", *keys, "scheme", "gain"]

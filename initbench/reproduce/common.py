@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from initbench.core.intervals import mean_interval
 from initbench.sweeps.grid import Grid
 from initbench.sweeps.store import Results, load
 
@@ -24,27 +23,9 @@ def run_sweep(folder: Path, name: str, grid: Grid, device: str, progress: bool) 
     return load(path)
 
 
-def slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The least-squares slope of ``y`` on ``x`` and its 95% t-interval half-width."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0:
-        return math.nan, math.nan
-    fit = stats.linregress(x, y)
-    return float(fit.slope), float(stats.t.ppf(0.975, len(x) - 2) * fit.stderr)
-
-
-def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """The mean of the finite values and its 95% t-interval ``(mean, lo, hi)``."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+def bounds(values: np.ndarray) -> tuple[float, float, float]:
+    """The mean of the finite values and its 95% interval's ends ``(mean, lo, hi)``."""
+    mean, half, _ = mean_interval(values)
     return mean, mean - half, mean + half
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from initbench.reproduce import Outcome
-from initbench.reproduce.common import mean_interval, run_sweep, sweep_figure
+from initbench.reproduce.common import bounds, run_sweep, sweep_figure
 from initbench.sweeps.grid import Grid
 
 STANDARD = "torch_default"
@@ -46,10 +46,10 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
         batch_size=300,
     )
     results = run_sweep(folder, "probe", grid, device, progress)
-    standard = mean_interval(factors(results, STANDARD, "post_var", False))
-    normalized = mean_interval(factors(results, NORMALIZED, "post_var", False))
-    grad_standard = mean_interval(factors(results, STANDARD, "grad_h_var", True))
-    grad_normalized = mean_interval(factors(results, NORMALIZED, "grad_h_var", True))
+    standard = bounds(factors(results, STANDARD, "post_var", False))
+    normalized = bounds(factors(results, NORMALIZED, "post_var", False))
+    grad_standard = bounds(factors(results, STANDARD, "grad_h_var", True))
+    grad_normalized = bounds(factors(results, NORMALIZED, "grad_h_var", True))
     passed = (
         0.25 < standard[0] < 0.45
         and 0.25 < grad_standard[0] < 0.45

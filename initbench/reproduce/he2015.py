@@ -14,7 +14,7 @@ import numpy as np
 
 from initbench.report import fmt
 from initbench.reproduce import Outcome
-from initbench.reproduce.common import mean_interval, run_sweep, sweep_figure
+from initbench.reproduce.common import bounds, run_sweep, sweep_figure
 from initbench.sweeps.grid import Grid
 
 KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
@@ -54,11 +54,11 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
         lr=0.003,
     )
     trained = run_sweep(folder, "train", train_grid, device, progress)
-    xavier = mean_interval(per_layer_factor(probe, XAVIER))
-    kaiming = mean_interval(per_layer_factor(probe, KAIMING))
+    xavier = bounds(per_layer_factor(probe, XAVIER))
+    kaiming = bounds(per_layer_factor(probe, KAIMING))
     cells = trained.cells.set_index("scheme_id")
-    acc_kaiming = mean_interval(cells.loc[KAIMING, "final_test_acc"].to_numpy())
-    acc_xavier = mean_interval(cells.loc[XAVIER, "final_test_acc"].to_numpy())
+    acc_kaiming = bounds(cells.loc[KAIMING, "final_test_acc"].to_numpy())
+    acc_xavier = bounds(cells.loc[XAVIER, "final_test_acc"].to_numpy())
     passed = (
         abs(xavier[0] - 0.5) < 0.05
         and abs(kaiming[0] - 1) < 0.05

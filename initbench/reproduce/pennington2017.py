@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.reproduce import Outcome
-from initbench.reproduce.common import line_figure, mean_interval, run_sweep, spread
+from initbench.reproduce.common import bounds, line_figure, run_sweep, spread
 from initbench.sweeps.grid import Grid
 
 SERIES = {
@@ -59,7 +59,7 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
     )
     deepest = max(depths)
     at = runs[runs["depth"] == deepest].groupby("series")["spread"]
-    orth = mean_interval(at.get_group("orthogonal, tanh").to_numpy())
+    orth = bounds(at.get_group("orthogonal, tanh").to_numpy())
     gauss = at.get_group("Gaussian, tanh").mean()
     relu = min(at.get_group("orthogonal, relu").mean(), at.get_group("Gaussian, relu").mean())
     shallow = runs[runs["depth"] == min(depths)].groupby("series")["spread"].mean()

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initbench.core.intervals import slope_interval
 from initbench.reproduce import Outcome
-from initbench.reproduce.common import line_figure, run_sweep, slope
+from initbench.reproduce.common import line_figure, run_sweep
 from initbench.sweeps.grid import Grid
 
 ORTHOGONAL = "orthogonal[gain=unit]"
@@ -47,7 +48,7 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
     budget = 1200 if full else 600
     runs["steps"] = runs["steps_to_target"].fillna(budget * 2)  # never: beyond the budget
     fits = {
-        scheme: slope(np.log(group["depth"]), np.log(group["steps"]))
+        scheme: slope_interval(np.log(group["depth"]), np.log(group["steps"]))[:2]
         for scheme, group in runs.groupby("scheme_id")
     }
     orth, gauss = fits[ORTHOGONAL], fits[GAUSSIAN]

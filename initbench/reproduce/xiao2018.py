@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from initbench.reproduce import Outcome
-from initbench.reproduce.common import line_figure, mean_interval, run_sweep, spread
+from initbench.reproduce.common import bounds, line_figure, run_sweep, spread
 from initbench.sweeps.grid import Grid
 
 DELTA = "delta_orthogonal[gain=unit]"
@@ -51,7 +51,7 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
     )
     deepest, shallowest = max(depths), min(depths)
     by = runs.groupby(["series", "depth"])["spread"]
-    delta = mean_interval(by.get_group(("delta-orthogonal", deepest)).to_numpy())
+    delta = bounds(by.get_group(("delta-orthogonal", deepest)).to_numpy())
     gauss = by.get_group(("Gaussian", deepest)).mean()
     growth = {n: _growth(by, n, shallowest, deepest) for n in NAMES.values()}
     passed = delta[0] < gauss / 5 and growth["delta-orthogonal"] < 2 and growth["Gaussian"] > 4

@@ -34,6 +34,7 @@ from initbench.core.activations import get_activation
 from initbench.core.device import device_info, resolve_device, use_full_float32
 from initbench.core.errors import UsageError
 from initbench.core.folders import claim, write_results
+from initbench.core.intervals import slope_interval
 from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
@@ -431,22 +432,7 @@ def fit_slopes(records: pd.DataFrame) -> pd.DataFrame:
 def _fit(widths: pd.Series, values: pd.Series) -> tuple[float, float, int]:
     """Slope, 95% half-interval and points of the least-squares line of logs."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log(values.to_numpy(float))
-    keep = np.isfinite(y)
-    x, y = np.log(widths.to_numpy(float)[keep]), y[keep]
-    points = int(keep.sum())
-    if np.unique(x).size < 2:
-        return math.nan, math.nan, points
-    dx = x - x.mean()
-    sxx = float(dx @ dx)
-    slope = float(dx @ (y - y.mean())) / sxx
-    if points < 3:
-        return slope, math.nan, points
-    from scipy import stats  # here: the command's bad input answers without loading it
-
-    residual = y - y.mean() - slope * dx
-    se = math.sqrt(float(residual @ residual) / (points - 2) / sxx)
-    return slope, float(stats.t.ppf(0.975, points - 2)) * se, points
+        return slope_interval(np.log(widths.to_numpy(float)), np.log(values.to_numpy(float)))
 
 
 def width_verdict(slope: float) -> str:
