@@ -328,7 +328,8 @@ def probe(
     out: Annotated[Path | None, typer.Option(help="Default: results/probe-<model name>.")] = None,
 ) -> None:
     """Per-module statistics of any model: output, gradient and weight variances."""
-    from initbench.studies.probe import model_name, probe_folder
+    from initbench.studies.models import model_name
+    from initbench.studies.probe import probe_folder
 
     folder = probe_folder(
         model,
@@ -389,7 +390,7 @@ def coord(
 ) -> None:
     """How every module's output scales with width, at init and after a few steps."""
     from initbench.studies.coord import coord_folder, parse_widths
-    from initbench.studies.probe import model_name
+    from initbench.studies.models import model_name
 
     folder = coord_folder(
         model,

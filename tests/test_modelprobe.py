@@ -23,7 +23,8 @@ from initbench.core.errors import UsageError
 from initbench.core.rng import run_generator
 from initbench.report import probe as probe_page
 from initbench.report import report
-from initbench.studies.probe import COLUMNS, load_model, probe_model
+from initbench.studies.models import load_model
+from initbench.studies.probe import COLUMNS, probe_model
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,3 +179,8 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def now() -> str:
+    """The current UTC time, to the second, as ``meta.json``'s ``started`` and ``finished``."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from initbench.core.errors import UsageError
 
@@ -44,3 +45,8 @@ def parse_number(text: str, what: str) -> float:
         return float(text)
     except ValueError:
         raise UsageError(f"{what} must be a number, got {text!r}") from None
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """A tensor shape as the command line writes it: ``2x3x8x8``."""
+    return "x".join(str(size) for size in shape)

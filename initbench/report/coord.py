@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from initbench.core.errors import UsageError
+from initbench.core.ids import shape_text
 from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
 from initbench.report.pages import Page, provenance, write_page
 from initbench.report.probe import aggregate, label
 from initbench.studies.coord import STABLE
-from initbench.studies.probe import shape_text
 from initbench.sweeps.store import Results
 
 NAME = "coords"

@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,7 +59,7 @@ def env() -> jinja2.Environment:
 def write_page(template: str, out: Path, **context) -> Path:
     """Renders a page template into ``out/index.html`` (whole or not at all), stamped with
     the time (unless ``context`` has ``generated``)."""
-    context.setdefault("generated", datetime.now(UTC).isoformat(timespec="seconds"))
+    context.setdefault("generated", folders.now())
     path = out / "index.html"
     atomic_write_bytes(path, env().get_template(template).render(**context).encode())
     return path

@@ -5,13 +5,12 @@ layer: each statistic's), and an index page drawn from that store."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from initbench.core.errors import UsageError
-from initbench.core.folders import atomic_write_parquet, replacing, write_meta
+from initbench.core.folders import atomic_write_parquet, now, replacing, write_meta
 from initbench.core.intervals import group_intervals
 from initbench.measure.statistics import STATISTICS
 from initbench.report.classify import CELL_KEYS
@@ -130,7 +129,7 @@ def write_site(
     meta = {
         "kind": "site",
         "schema_version": SCHEMA_VERSION,
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated": now(),
         "entries": entries,
         "asv_link": asv_link,
     }

@@ -13,7 +13,6 @@ import importlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,7 @@ def reproduce(
     folders.atomic_write_bytes(
         folder / "reproduce.json", json.dumps(record, indent=2, default=_json).encode()
     )
-    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    finished = folders.now()
     folders.write_meta(folder, {"kind": "reproduce", **about, "finished": finished})
     from initbench.report import report
 

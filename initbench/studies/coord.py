@@ -3,7 +3,7 @@
 
 :func:`coord_check` builds a model at several widths and seeds, trains each copy for a few
 optimizer steps on one fixed batch, and records the size of every watched module's output
-(:func:`initbench.studies.probe.watched`) at initialization and after each step. A
+(:func:`initbench.measure.hooks.watched`) at initialization and after each step. A
 least-squares line through ``log(statistic)`` against ``log(width)`` gives each module's
 exponent: near 0 where its coordinates keep their size as the model widens (what a
 width-robust parametrization such as muP asks for), 1/2 or 1 where they grow like
@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +32,20 @@ from initbench.archs.base import Inputs
 from initbench.core.activations import get_activation
 from initbench.core.device import device_info, resolve_device, use_full_float32
 from initbench.core.errors import UsageError
-from initbench.core.folders import claim, write_results
+from initbench.core.folders import claim, now, write_results
+from initbench.core.ids import shape_text
 from initbench.core.intervals import slope_interval
 from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
 from initbench.initialize import apply
-from initbench.studies.probe import (
+from initbench.measure.hooks import Recorder, first_tensor
+from initbench.studies.models import (
     build_model,
     first_line,
-    first_tensor,
     fit_batch,
     load_factory,
-    now,
     parse_model_args,
     prepare,
-    shape_text,
-    watched,
 )
 
 COLUMNS = ["width", "seed", "step", "module", "kind", "call", "order", "out_var", "out_abs_mean"]
@@ -107,7 +104,7 @@ def coord_check(
     against width.
 
     For each width and seed the model is built after ``torch.manual_seed(seed)`` (so "as
-    built" differs by seed), prepared as :func:`initbench.studies.probe.prepare` does (no
+    built" differs by seed), prepared as :func:`initbench.studies.models.prepare` does (no
     in-place ops, dropout in eval mode), re-initialized with ``scheme`` from
     ``run_generator(seed)`` when given, and shown one fixed standard-normal batch (with
     random class labels) from ``run_generator(seed, Stream.TRAINING)``. The loss is the
@@ -327,7 +324,7 @@ def _train(
     draw = run_generator(seed, Stream.TRAINING)
     x = torch.randn(shape, generator=draw).to(device)
     step_of = optimizer(net.parameters(), lr=lr)
-    recorder = _Recorder(net, device)
+    recorder = Recorder(net, device, STATISTICS)
     labels = None
     try:
         for step in range(steps + 1):
@@ -354,47 +351,7 @@ def _train(
             step_of.step()
     finally:
         recorder.remove()
-    return recorder.frame(seed)
-
-
-class _Recorder:
-    """Forward hooks on the watched modules: each call's output variance and mean |x|."""
-
-    def __init__(self, net: nn.Module, device: torch.device) -> None:
-        self.rows: list[tuple[int, str, str, int, int]] = []  # step, module, kind, call, order
-        self.values: list[torch.Tensor] = []  # variance, mean |x|: kept on the device
-        self.nan = torch.full((2,), math.nan, device=device)
-        self.begin(0)
-        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in watched(net)]
-
-    def begin(self, step: int) -> None:
-        """Rows from now on belong to ``step``, counted from a new forward pass."""
-        self.step, self.calls, self.order = step, Counter(), 0
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            self.rows.append((self.step, name, type(module).__name__, self.calls[name], self.order))
-            self.calls[name] += 1
-            self.order += 1
-            tensor = first_tensor(output)
-            if tensor is None or tensor.numel() == 0:
-                self.values.append(self.nan)
-                return
-            value = tensor.detach().float()
-            self.values.append(torch.stack([value.var(correction=0), value.abs().mean()]))
-
-        return hook
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-    def frame(self, seed: int) -> pd.DataFrame:
-        """The rows of one copy, copied off the device at once."""
-        frame = pd.DataFrame(self.rows, columns=["step", "module", "kind", "call", "order"])
-        values = torch.stack(self.values).cpu() if self.values else torch.empty(0, 2)
-        frame[list(STATISTICS)] = values.double().numpy()
-        return frame.assign(seed=seed)
+    return recorder.frame().assign(seed=seed)
 
 
 def fit_slopes(records: pd.DataFrame) -> pd.DataFrame:

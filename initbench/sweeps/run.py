@@ -6,7 +6,6 @@ import contextlib
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from initbench.core.device import (
     resolve_rng,
 )
 from initbench.core.errors import RunsFailed, UsageError
+from initbench.core.folders import now
 from initbench.sweeps.executors import get_executor
 from initbench.sweeps.grid import Grid
 from initbench.sweeps.planning import plan_chunks
@@ -102,7 +102,7 @@ def sweep(
                 "executor": executor,
                 "rng": rng,
                 "runs": len(runs),
-                "started": _now(),
+                "started": now(),
             }
             | device_info(torch_device),
         )
@@ -170,17 +170,13 @@ def _git_commit() -> str | None:
         return None
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def _finish(store: Store, meta: dict[str, Any], how: str, seconds: float) -> None:
     """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta, with
     ``seconds``: the time spent computing, over every session of a resumed sweep."""
     store.compact()
     meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
     seconds += float(meta.get("seconds", 0.0))
-    store.write_meta(meta | {how: _now(), "seconds": round(seconds, 3)})
+    store.write_meta(meta | {how: now(), "seconds": round(seconds, 3)})
 
 
 def _progress(total: int, done: int, enabled: bool, name: str):
