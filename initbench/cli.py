@@ -26,8 +26,6 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from initbench.core.errors import RunsFailed, UsageError
 
-LARGE_GRID_SECONDS = 12 * 3600  # longer estimated sweeps need --yes
-
 # options several commands share
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Reinitialize = Annotated[
@@ -222,7 +220,6 @@ def sweep(
     from initbench.sweeps.presets import get_preset
 
     chosen = get_preset(preset) if preset else None
-    parts = chosen.parts if chosen else {"": Grid()}
     flags = {
         "schemes": split_list(schemes),
         "activations": split_list(activations),
@@ -244,62 +241,35 @@ def sweep(
     given = read_toml(config) if config is not None else {}
     given |= {k: v for k, v in flags.items() if v is not None}
     # names and sizes are checked as each grid is made, before torch loads: answers at once
-    grids = {name: Grid.from_dict(given, grid) for name, grid in parts.items()}
+    grid = chosen.with_values(given) if chosen else Grid.from_dict(given)
     import time
 
-    from initbench.core.device import describe_device, resolve_device
-    from initbench.report.fmt import duration
-    from initbench.sweeps.planning import estimate_seconds
+    from initbench.core.fmt import duration
     from initbench.sweeps.run import sweep as run_sweep
-    from initbench.sweeps.store import Store
 
-    torch_device = resolve_device(device)
-    where = describe_device(torch_device)
     out = out or Path("results") / (preset or (config.stem if config else "sweep"))
-    in_parts = chosen is not None and not chosen.single  # a folder per part
-    folders = {name: out / name if in_parts else out for name in grids}
-    total = left = seconds = 0.0
-    for name, grid in grids.items():
-        runs = len(grid.runs())
-        folder = folders[name]
-        finished = len(Store(folder).finished_run_ids()) if (folder / "meta.json").exists() else 0
-        total, left = total + runs, left + runs - finished
-        seconds += estimate_seconds(grid, torch_device, runs - finished)
-    if seconds > LARGE_GRID_SECONDS and not yes:
-        raise UsageError(
-            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where}; "
-            "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
-        )
-    if progress:
-        to_go = f", {left:,.0f} to go" if left < total else ""
-        parted = f" in {len(grids)} parts" if len(grids) > 1 else ""
-        typer.echo(
-            f"sweep {out}: {total:,.0f} runs{parted}{to_go}, about {duration(seconds)} on {where}"
-        )
     began = time.perf_counter()
-    for name, grid in grids.items():
-        about = {"preset": preset, "part": name} if in_parts else None
-        try:
-            run_sweep(
-                grid,
-                folders[name],
-                device=device,
-                progress=progress,
-                deterministic=deterministic,
-                gpu_memory_fraction=gpu_memory_fraction,
-                data_dir=data_dir,
-                download=download,
-                executor=executor,
-                ray_address=ray_address,
-                rng=rng,
-                about=about,
-            )
-        except KeyboardInterrupt:  # caught here: typer would exit quietly
-            typer.echo(
-                f"initbench: interrupted; finished runs are in {out}, run again to resume",
-                err=True,
-            )
-            sys.exit(130)
+    try:
+        run_sweep(
+            grid,
+            out,
+            device=device,
+            progress=progress,
+            deterministic=deterministic,
+            gpu_memory_fraction=gpu_memory_fraction,
+            data_dir=data_dir,
+            download=download,
+            executor=executor,
+            ray_address=ray_address,
+            rng=rng,
+            yes=yes,
+        )
+    except KeyboardInterrupt:  # caught here: typer would exit quietly
+        typer.echo(
+            f"initbench: interrupted; finished runs are in {out}, run again to resume",
+            err=True,
+        )
+        sys.exit(130)
     took = f" ({duration(time.perf_counter() - began)})" if progress else ""
     done(f"results in {out}{took}")
 

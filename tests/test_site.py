@@ -119,8 +119,31 @@ def test_a_preset_with_parts_sweeps_each_part_into_its_folder(tmp_path, monkeypa
     for name in ("a", "b"):
         meta = json.loads((tmp_path / "t" / name / "meta.json").read_text())
         assert (meta["preset"], meta["part"]) == ("tiny", name) and meta["seconds"] > 0
-    with pytest.raises(initbench.core.errors.UsageError, match="has parts"):
-        initbench.preset("atlas")
+    assert initbench.preset("atlas") is PRESETS["atlas"]
+
+
+def test_the_api_sweeps_a_preset_with_parts_like_the_command(tmp_path, monkeypatch, capsys):
+    part = initbench.Grid(
+        schemes=("xavier_normal[gain=unit]",),
+        activations=("tanh",),
+        depths=(2,),
+        widths=(8,),
+        seeds=1,
+    )
+    deeper = initbench.Grid.from_dict({"depths": [3]}, part)
+    monkeypatch.setitem(PRESETS, "tiny", Preset("tiny", "two parts", {"a": part, "b": deeper}))
+    out = initbench.sweep(initbench.preset("tiny"), tmp_path / "t", device="cpu")
+    assert "2 runs in 2 parts" in capsys.readouterr().out
+    for name in ("a", "b"):
+        meta = json.loads((out / name / "meta.json").read_text())
+        assert (meta["preset"], meta["part"]) == ("tiny", name)
+
+
+def test_the_api_refuses_a_large_grid_without_yes(tmp_path):
+    big = initbench.Grid(depths=tuple(range(2, 100)), widths=(1024, 2048), seeds=20)
+    with pytest.raises(initbench.core.errors.UsageError, match="pass --yes"):
+        initbench.sweep(big, tmp_path / "big", device="cpu")
+    assert not (tmp_path / "big").exists()
 
 
 def test_the_atlas_part_is_the_atlas_on_a_smaller_grid():

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initbench.core import fmt
 from initbench.core.errors import UsageError
 from initbench.core.ids import shape_text
-from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
 from initbench.report.pages import Page, provenance, write_page
 from initbench.report.probe import aggregate, label

@@ -19,10 +19,9 @@ from typing import NamedTuple
 
 import jinja2
 
-from initbench.core import folders
+from initbench.core import fmt, folders
 from initbench.core.errors import UsageError
 from initbench.core.folders import atomic_write_bytes
-from initbench.report import fmt
 from initbench.sweeps.store import Results, load
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.core import theory
+from initbench.core import fmt, theory
 from initbench.core.activations import get_activation
 from initbench.core.schemes import get_scheme
-from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
 from initbench.report.pages import Page, write_page
 from initbench.report.sweep import summary, verdicts_of

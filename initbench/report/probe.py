@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report import fmt
 from initbench.report.figures.base import Figure, save, setup
 from initbench.report.pages import Page, provenance, write_page
 from initbench.sweeps.store import Results

@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report import fmt
 from initbench.report.pages import Page, write_page
 from initbench.sweeps.store import Results
 

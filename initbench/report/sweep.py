@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report import fmt
 from initbench.report.classify import (
     CELL_KEYS,
     SETTLED,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from initbench.report import fmt
+from initbench.core import fmt
 from initbench.report.classify import CELL_KEYS, failing, warnings
 
 STATUSES = ("diverged", "skipped", "failed", "oom")

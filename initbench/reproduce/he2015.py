@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from initbench.report import fmt
+from initbench.core import fmt
 from initbench.reproduce import Outcome
 from initbench.reproduce.common import bounds, run_sweep, sweep_figure
 from initbench.sweeps.grid import Grid

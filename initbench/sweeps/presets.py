@@ -6,6 +6,7 @@ at the sizes it fits), swept into one folder per part.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from initbench.core.errors import UsageError
@@ -14,6 +15,9 @@ from initbench.sweeps.grid import Grid
 
 @dataclass(frozen=True)
 class Preset:
+    """A named grid, or a grid per named part; :func:`~initbench.sweeps.run.sweep` takes
+    either (a preset with parts sweeps each into a folder of its own)."""
+
     name: str
     doc: str
     parts: dict[str, Grid]  # one part, named after the preset, for a single grid
@@ -21,27 +25,41 @@ class Preset:
 
     @property
     def single(self) -> bool:
+        """One grid (named after the preset), not parts."""
         return list(self.parts) == [self.name]
+
+    def with_values(self, values: dict[str, object]) -> Preset:
+        """The preset with ``values`` (grid fields, as :meth:`Grid.from_dict` takes them)
+        set in every part; each part is checked as it is made."""
+        parts = {name: Grid.from_dict(values, grid) for name, grid in self.parts.items()}
+        return dataclasses.replace(self, parts=parts)
 
 
 PRESETS: dict[str, Preset] = {}
 
 
 def get_preset(name: str) -> Preset:
+    """The preset named ``name``, parts and all."""
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
-def preset(name: str) -> Grid:
-    """A named grid (``initbench list presets`` shows them all)."""
+def preset(name: str) -> Grid | Preset:
+    """A named grid, or a preset with parts (``initbench list presets`` shows them all).
+
+    Args:
+        name: the preset's name (``default``, ``atlas``, ...).
+
+    Returns:
+        Its grid, or, for a preset with parts (the atlas), the :class:`Preset`, which
+        :func:`initbench.sweep` sweeps part by part like the command does.
+
+    Raises:
+        UsageError: no preset has that name.
+    """
     found = get_preset(name)
-    if not found.single:
-        raise UsageError(
-            f"preset {name!r} has parts ({', '.join(found.parts)}): take them from "
-            "get_preset(name).parts"
-        )
-    return found.parts[name]
+    return found.parts[name] if found.single else found
 
 
 def register_preset(

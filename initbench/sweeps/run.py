@@ -12,6 +12,7 @@ from typing import Any
 from initbench import __version__
 from initbench.core.data import load_dataset
 from initbench.core.device import (
+    describe_device,
     device_info,
     limit_gpu_memory,
     prepare_process,
@@ -19,15 +20,19 @@ from initbench.core.device import (
     resolve_rng,
 )
 from initbench.core.errors import RunsFailed, UsageError
+from initbench.core.fmt import duration
 from initbench.core.folders import now
 from initbench.sweeps.executors import get_executor
 from initbench.sweeps.grid import Grid
-from initbench.sweeps.planning import plan_chunks
+from initbench.sweeps.planning import estimate_seconds, plan_chunks
+from initbench.sweeps.presets import Preset
 from initbench.sweeps.store import FINISHED, Store, read_table
+
+LARGE_GRID_SECONDS = 12 * 3600  # sweeps estimated longer than this need yes=True
 
 
 def sweep(
-    grid: Grid,
+    grid: Grid | Preset,
     out: str | Path,
     *,
     device: str = "auto",
@@ -41,18 +46,22 @@ def sweep(
     kind: str = "sweep",
     about: dict[str, Any] | None = None,
     rng: str = "auto",
+    yes: bool = False,
 ) -> Path:
     """Runs every run of ``grid`` not already finished in ``out``, writing as it goes.
 
     Re-running with the same grid and folder resumes: finished runs (ok, diverged, skipped)
     are kept, failed and missing ones computed. An interrupt (Ctrl-C) keeps every chunk
     that finished. When some runs fail, a line on stderr says how many and the first reason.
+    This is what ``initbench sweep`` runs: a preset with parts (the atlas) sweeps each part
+    into ``out/PART``, and a grid estimated at more than 12 hours needs ``yes``.
 
     Args:
-        grid: what to run.
-        out: the sweep folder.
+        grid: what to run: a grid, or a preset (:func:`~initbench.sweeps.presets.preset`).
+        out: the sweep folder (of a preset with parts: the folder of the part folders).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        progress: show a progress bar (runs done, with progress inside each chunk).
+        progress: print the run count and time estimate, and show a progress bar (runs
+            done, with progress inside each chunk).
         deterministic: deterministic kernels.
         gpu_memory_fraction: cap this process's share of the GPU's memory.
         data_dir: where torchvision datasets live.
@@ -64,15 +73,89 @@ def sweep(
         about: more values for ``meta.json`` (what a ``phase`` sweep spans, ...).
         rng: ``host`` (each run's CPU generator: the same numbers on every device),
             ``device`` (generators on the compute device) or ``auto`` (device on GPUs).
+        yes: run a grid estimated at more than 12 hours.
 
     Returns:
         The sweep folder.
 
     Raises:
-        UsageError: bad input, or an ``out`` that holds other results or cannot be written.
+        UsageError: bad input, a large grid without ``yes``, or an ``out`` that holds other
+            results or cannot be written.
         DamagedStore: a table of ``out`` does not read (see ``initbench check``).
-        RunsFailed: not one run finished (the message gives the first reason).
+        RunsFailed: not one run of a part finished (the message gives the first reason).
     """
+    out = Path(out)
+    torch_device = resolve_device(device)
+    parts = _parts(grid, out, about)
+    total = left = seconds = 0.0
+    for folder, (part, _) in parts.items():
+        runs = len(part.runs())
+        finished = len(Store(folder).finished_run_ids()) if (folder / "meta.json").exists() else 0
+        total, left = total + runs, left + runs - finished
+        seconds += estimate_seconds(part, torch_device, runs - finished)
+    where = describe_device(torch_device)
+    if seconds > LARGE_GRID_SECONDS and not yes:
+        raise UsageError(
+            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where}; "
+            "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
+        )
+    if progress:
+        to_go = f", {left:,.0f} to go" if left < total else ""
+        parted = f" in {len(parts)} parts" if len(parts) > 1 else ""
+        print(
+            f"sweep {out}: {total:,.0f} runs{parted}{to_go}, about {duration(seconds)} on {where}"
+        )
+    for folder, (part, extra) in parts.items():
+        _sweep_folder(
+            part,
+            folder,
+            device=device,
+            progress=progress,
+            deterministic=deterministic,
+            gpu_memory_fraction=gpu_memory_fraction,
+            data_dir=data_dir,
+            download=download,
+            executor=executor,
+            ray_address=ray_address,
+            kind=kind,
+            about=extra,
+            rng=rng,
+        )
+    return out
+
+
+def _parts(
+    grid: Grid | Preset, out: Path, about: dict[str, Any] | None
+) -> dict[Path, tuple[Grid, dict[str, Any] | None]]:
+    """Each folder to sweep, its grid and its extra meta: one for a grid or a one-grid
+    preset, ``out/PART`` for each part of a preset with parts."""
+    if isinstance(grid, Grid):
+        return {out: (grid, about)}
+    if grid.single:
+        return {out: (grid.parts[grid.name], about)}
+    return {
+        out / name: (part, (about or {}) | {"preset": grid.name, "part": name})
+        for name, part in grid.parts.items()
+    }
+
+
+def _sweep_folder(
+    grid: Grid,
+    out: Path,
+    *,
+    device: str,
+    progress: bool,
+    deterministic: bool,
+    gpu_memory_fraction: float | None,
+    data_dir: str | Path | None,
+    download: bool,
+    executor: str,
+    ray_address: str | None,
+    kind: str,
+    about: dict[str, Any] | None,
+    rng: str,
+) -> Path:
+    """One folder's sweep (see :func:`sweep`)."""
     began = time.perf_counter()
     runs = grid.runs()
     torch_device = resolve_device(device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.report import fmt
+from initbench.core import fmt
 from initbench.report.classify import CELL_KEYS
 
 MAX_GROUPS = 12  # lines per figure; the rest are folded and named in the caption

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.report import fmt
+from initbench.core import fmt
 from initbench.report.classify import SIGNALS
 from initbench.report.figures.base import (
     DATA_COLUMNS,
