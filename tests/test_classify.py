@@ -14,6 +14,7 @@ from initbench.report.classify import (
     failing,
     quantity_measures,
 )
+from initbench.sweeps.grid import Grid
 from initbench.sweeps.schema import CELL_COLUMNS
 
 CELL = {"activation": "relu", "arch": "mlp", "width": 64, "bias_var": 0.0}
@@ -195,25 +196,43 @@ def test_interval_comes_from_per_layer_steps():
     assert measured["ci"] == pytest.approx(half)
 
 
+def grid_cells(grid: Grid) -> pd.DataFrame:
+    """The cells rows a sweep of ``grid`` writes, one per cell: its keys and ids."""
+    return pd.DataFrame(
+        [
+            {
+                "activation": c.activation.id,
+                "arch": c.arch.id,
+                "depth": c.depth,
+                "width": c.width,
+                "bias_var": c.bias_var,
+                "scheme_id": c.scheme.id,
+                "cell_id": c.id,
+            }
+            for c in grid.cells()
+        ]
+    )
+
+
 def test_schemes_drawing_the_same_weights_are_one_group():
-    schemes = [
+    schemes = (
         "xavier_normal[gain=matched]",
         "kaiming_normal[mode=fan_in,nonlinearity=matched]",
         "kaiming_normal[mode=fan_out,nonlinearity=matched]",
         "orthogonal[gain=matched]",
-    ]
-    cells = pd.DataFrame(
-        [
-            CELL | {"depth": 4, "scheme_id": s, "activation": a}
-            for s in schemes
-            for a in ("relu", "tanh")
-        ]
     )
-    square = equivalence_groups(cells, {"schemes": schemes, "widths": [64]})
+    grid = Grid(schemes=schemes, activations=("relu", "tanh"), depths=(4,), widths=(64,))
+    square = equivalence_groups(grid_cells(grid), grid.weight_signatures())
     assert {square[(a, "mlp", 4, 64, 0.0, s)] for s in schemes[:3] for a in ("relu", "tanh")} == {
         "xavier_normal[gain=matched]"
     }
     assert square[("relu", "mlp", 4, 64, 0.0, schemes[3])] == schemes[3]
-    digits = equivalence_groups(cells, {"schemes": schemes, "widths": [64], "dataset": "digits"})
+    digits = Grid.from_dict({"dataset": "digits"}, grid)
+    groups = equivalence_groups(grid_cells(digits), digits.weight_signatures())
     # the first layer is 64 x 64 on digits too, but the readout is 10 x 64: fans differ
-    assert digits[("relu", "mlp", 4, 64, 0.0, schemes[1])] == schemes[1]
+    assert groups[("relu", "mlp", 4, 64, 0.0, schemes[1])] == schemes[1]
+
+
+def test_without_weight_signatures_every_scheme_is_its_own_group():
+    grid = Grid(schemes=("xavier_normal[gain=matched]",), activations=("relu",), depths=(2,))
+    assert equivalence_groups(grid_cells(grid), None) == {}

@@ -295,34 +295,25 @@ def _separated(values: np.ndarray, best: np.ndarray) -> bool:
     return m_a + h_a < m_b - h_b
 
 
-def equivalence_groups(cells: pd.DataFrame, grid: dict) -> dict[tuple, str]:
+def equivalence_groups(cells: pd.DataFrame, weights: pd.DataFrame | None) -> dict[tuple, str]:
     """``(activation, arch, depth, width, bias_var, scheme_id) -> group``: schemes with the
-    same weight distribution on every weight of the cell share the first one's id."""
-    from initbench.archs import get_arch
-    from initbench.core.activations import get_activation
-    from initbench.core.errors import UsageError
-    from initbench.core.schemes import get_scheme
-    from initbench.sweeps.grid import Grid
+    same weight distribution on every weight of the cell share the first one's id.
 
-    try:
-        spec = Grid.from_dict(grid)
-    except UsageError:  # written by another initbench: every scheme its own group
+    Args:
+        cells: the sweep's runs (``cell_id`` and the cell's keys).
+        weights: each cell's weight signature (the sweep's ``weights.parquet``); None or
+            missing cells: every scheme is its own group.
+    """
+    if weights is None or weights.empty:
         return {}
+    signature = dict(zip(weights["cell_id"], weights["weights"], strict=True))
     groups: dict[tuple, str] = {}
-    keys = [*CELL_KEYS, "scheme_id"]
-    rows = cells[keys].drop_duplicates()
+    rows = cells[[*CELL_KEYS, "scheme_id", "cell_id"]].drop_duplicates([*CELL_KEYS, "scheme_id"])
     for cell_key, schemes in rows.groupby(CELL_KEYS, sort=False, dropna=False):
-        activation, arch_id, depth, width, _ = cell_key
-        try:
-            act, arch = get_activation(activation), get_arch(arch_id)
-            shapes = arch.weight_shapes(int(depth), int(width), act, spec.inputs(arch, int(width)))
-            signatures = {
-                s: tuple(get_scheme(s).signature(shape, act) for shape in shapes)
-                for s in schemes["scheme_id"]
-            }
-        except UsageError:  # names this initbench does not know: every scheme on its own
-            continue
-        first: dict[tuple, str] = {}
-        for scheme_id, signature in signatures.items():
-            groups[(*cell_key, scheme_id)] = first.setdefault(signature, scheme_id)
+        first: dict[str, str] = {}
+        for scheme_id, cell_id in zip(schemes["scheme_id"], schemes["cell_id"], strict=True):
+            key = signature.get(cell_id)
+            groups[(*cell_key, scheme_id)] = (
+                scheme_id if key is None else first.setdefault(key, scheme_id)
+            )
     return groups

@@ -36,7 +36,7 @@ def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
     """The classification of a sweep, and whether it trained."""
     grid = results.meta.get("grid", {})
     trained = bool(grid.get("train_steps")) and not results.curves.empty
-    groups = equivalence_groups(results.cells, grid)
+    groups = equivalence_groups(results.cells, results.tables.get("weights"))
     verdicts = classify(results.cells, results.layers, trained, groups)
     return verdicts, trained
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from initbench.core.errors import UsageError
 from initbench.core.folders import read_meta
-from initbench.sweeps.store import DAMAGE, FINISHED, SWEEP_KINDS, TABLES, reason_of
+from initbench.sweeps.store import DAMAGE, FINISHED, SWEEP_KINDS, TABLES, WEIGHTS, reason_of
 
 
 @dataclass
@@ -125,6 +125,8 @@ def _readable(path: Path, remove: tuple[Path, ...], health: Health):
 
 def _check_sweep(root: Path, meta: dict, health: Health) -> None:
     compacted = tuple(root / f"{t}.parquet" for t in TABLES if (root / f"{t}.parquet").exists())
+    if (root / WEIGHTS).exists():  # the sweep writes it again as it begins
+        _readable(root / WEIGHTS, (root / WEIGHTS,), health)
     tables = {}
     for path in compacted:
         table = _readable(path, compacted, health)

@@ -18,6 +18,8 @@ from initbench.core.ids import format_value
 from initbench.core.schemes import Scheme, expand_schemes
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from initbench.archs.base import Arch, Inputs
 
 OPTIMIZERS = ("sgd", "adam")
@@ -271,6 +273,20 @@ class Grid:
         return cell.arch.weight_shapes(
             cell.depth, cell.width, cell.activation, self.cell_inputs(cell)
         )
+
+    def weight_signatures(self) -> pd.DataFrame:
+        """Per cell: ``cell_id`` and ``weights``, what fixes the distribution of every
+        weight of its network (:meth:`~initbench.core.schemes.Scheme.signature` on each
+        weight shape, in model order, each shape once). Two schemes of one cell draw the
+        same weights exactly when their ``weights`` are equal."""
+        import pandas as pd
+
+        rows = []
+        for cell in self.cells():
+            shapes = dict.fromkeys(self.shapes(cell))
+            signature = tuple(cell.scheme.signature(shape, cell.activation) for shape in shapes)
+            rows.append((cell.id, repr(signature)))
+        return pd.DataFrame(rows, columns=["cell_id", "weights"]).astype("string")
 
     def flops_per_run(self, cell: Cell) -> float:
         """Multiply-adds x 2 of one probe: forward, input gradients and weight gradients."""

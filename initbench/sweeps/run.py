@@ -189,6 +189,7 @@ def _sweep_folder(
             }
             | device_info(torch_device),
         )
+        store.write_weights(grid.weight_signatures())
         finished = store.finished_run_ids()
         todo = [r for r in runs if r.id not in finished]
         bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)

@@ -35,6 +35,7 @@ from initbench.core.folders import atomic_write_parquet, claim, read_meta, write
 from initbench.sweeps.schema import SCHEMA_VERSION
 
 TABLES = ("layers", "curves", "hists", "spectra", "cells")  # cells last marks a chunk done
+WEIGHTS = "weights.parquet"  # each cell's weight signature, written as a sweep begins
 FINISHED = ("ok", "diverged", "skipped")  # failed and oom runs are retried on resume
 
 
@@ -121,6 +122,13 @@ class Store:
             meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
             self.write_meta(meta)
         return meta
+
+    def write_weights(self, signatures: pd.DataFrame) -> None:
+        """Writes ``weights.parquet``: each cell's weight signature
+        (:meth:`~initbench.sweeps.grid.Grid.weight_signatures`), which the report groups
+        equivalent schemes by. Rewritten by every session of a sweep."""
+        with writing(self.root):
+            atomic_write_parquet(self.root / WEIGHTS, signatures)
 
     # ---- rows ----------------------------------------------------------------------------
 
