@@ -14,6 +14,7 @@ import pytest
 
 import initbench
 from initbench import Grid
+from initbench.measure.statistics import drawn, layer_figures
 from initbench.report import report
 from initbench.report.figures import hists, layers, training
 from initbench.report.figures.base import Context, choose_groups
@@ -102,7 +103,7 @@ def _independent_layers(results, column, relative):
     return result
 
 
-@pytest.mark.parametrize("stat", layers.STATISTICS, ids=lambda s: s.name)
+@pytest.mark.parametrize("stat", layer_figures(), ids=lambda s: s.name)
 def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat):
     root, results, ctx = store
     ((keys, rows),) = ctx.facets()
@@ -121,7 +122,7 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
             found = _independent_layers(results, column, None)
             independent |= {k: v for k, v in found.items() if k[0] == activation}
     else:
-        independent = _independent_layers(results, stat.column("relu"), stat.relative)
+        independent = _independent_layers(results, drawn(stat, "relu").column, stat.relative)
     for row in measured.itertuples():
         expected = independent[(row.activation, row.depth, row.scheme_id, row.layer)]
         if not math.isfinite(expected):

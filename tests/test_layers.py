@@ -127,3 +127,18 @@ def test_the_walk_sees_imports_in_functions_and_type_checking(tmp_path):
 @pytest.mark.parametrize("module", ["initbench.core.schemes", "initbench.report.site"])
 def test_resolve_names_modules(module):
     assert resolve(f"{module}.anything") == module
+
+
+def test_the_report_reads_results_without_loading_torch():
+    """Every page module imports without torch: the report reads results folders, it does
+    not rebuild networks or schemes (a phase page's mean-field curve loads it on use)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from initbench.report.pages import pages; known = pages(); "
+        "print(sorted(known), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("]")[-1].strip() == "False", out.stdout
+    assert "'sweep'" in out.stdout and "'site'" in out.stdout and "'coord'" in out.stdout

@@ -11,12 +11,15 @@ range of a bound).
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from initbench.archs.base import Axes
-from initbench.core.activations import Activation
+if TYPE_CHECKING:  # torch is imported when counting: the report reads the bins without it
+    import torch
+
+    from initbench.archs.base import Axes
+    from initbench.core.activations import Activation
 
 QUANTITIES = ("pre", "post", "grad_h")
 DECADES = (-8, 8)
@@ -47,6 +50,8 @@ def bin_ranges(bounds: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarr
 
 def counts(view: torch.Tensor, axes: Axes, runs: int, boundaries: torch.Tensor) -> torch.Tensor:
     """Counts ``(runs, bins)`` of one stacked tensor, each run's values binned together."""
+    import torch
+
     bins = len(boundaries) + 1
     index = torch.bucketize(view, boundaries)
     shape = [1] * view.dim()
@@ -60,6 +65,8 @@ def layer_counts(
     views: dict[str, torch.Tensor], axes: Axes, runs: int, activation: Activation
 ) -> dict[str, torch.Tensor]:
     """Counts of each quantity (``pre``, ``post``, ``grad_h``) of one layer."""
+    import torch
+
     out = {}
     for quantity, view in views.items():
         bounds = activation.bounds if quantity == "post" else None

@@ -1,9 +1,10 @@
-"""Signal propagation at initialization: the statistics of every hidden layer.
+"""Every per-layer statistic of a sweep, one entry each in :data:`STATISTICS`: how it is
+computed from a layer's tensors (as mup's coord check keeps its ``FDICT``), its column in
+``layers.parquet``, what it means, the mean-field theory column beside it, and the figure
+and verdict sentence the report draws for it. Adding a statistic is one entry here (and
+its line in ``docs/results.md``); the store, the probe, the figures and the pages read it.
 
-:data:`STATISTICS` names each per-layer statistic and how it is computed from a layer's
-tensors (as mup's coord check keeps its ``FDICT``): adding one is one entry here and one
-line in ``docs/results.md``. All runs of a chunk are computed as one stacked network, and
-statistics stay on the device until one transfer at the end.
+torch is imported when a statistic is computed, so the report reads this table without it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+import pandas as pd
 
-from initbench.archs.base import Axes, Stacked, Taps
-from initbench.core.activations import Activation
-from initbench.measure import histograms
+from initbench.core import fmt
+from initbench.core.activations import Activation, get_activation
+
+if TYPE_CHECKING:
+    import torch
+
+    from initbench.archs.base import Axes
 
 
 @dataclass
@@ -36,6 +41,8 @@ class Layer:
     @cached_property
     def pre_squares(self) -> torch.Tensor:
         """Each sample's squared norm: the pre-activation summed over positions and units."""
+        import torch
+
         return torch.linalg.vector_norm(self.pre, dim=self.axes.vector()).square_()
 
     @cached_property
@@ -52,6 +59,8 @@ class Layer:
         return t.numel() // self.runs
 
     def nan(self) -> torch.Tensor:
+        import torch
+
         return torch.full((self.runs,), math.nan, device=self.pre.device)
 
 
@@ -63,6 +72,8 @@ def mean_var(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torc
     that allocate nothing (several times faster on CPUs than centring first, or than
     ``torch.var_mean``'s Welford), recomputed from centred values where the subtraction
     would lose float32's precision."""
+    import torch
+
     mean = t.mean(dims)
     square = torch.linalg.vector_norm(t, dim=dims).square_().div_(t.numel() // mean.numel())
     return _guarded(t, dims, mean, square)
@@ -73,6 +84,8 @@ def _guarded(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, E[x^2] - mean^2)``, or the two-pass variance when the difference cancels
     (always on GPUs, where the check would wait for the device)."""
+    import torch
+
     var = square - mean.square()
     if t.device.type != "cpu" or bool((var <= CANCELLATION * square).any()):
         shape = [1] * t.dim()
@@ -102,6 +115,8 @@ def weight_gradient_norm(layer: Layer) -> torch.Tensor:
     """The Frobenius norm of the layer's weight gradients (all of its weights together).
 
     An mlp's gradients are transposed views: they are reduced in place, not copied."""
+    import torch
+
     squares = [
         torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))).square() for g in layer.grad_w
     ]
@@ -133,99 +148,186 @@ def _average_but_run(t: torch.Tensor, axes: Axes, reduced: tuple[int, ...]) -> t
     return t.mean(others) if others else t
 
 
-Statistic = Callable[[Layer], torch.Tensor]
+# ---- what the report draws ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerFigure:
+    """How the report draws a per-layer statistic: a figure per (arch, width, bias
+    variance), a panel per depth and activation, a line per group of schemes.
+
+    Statistics that share a figure (dead and saturated units) are drawn in it, each for
+    the activations it applies to.
+    """
+
+    name: str  # the figure's file stem and the page section's key
+    section: str  # the page section's title
+    place: int  # its position among the per-layer figures of the page
+    title: str
+    ylabel: str
+    caption: str
+    relative: str | None = None  # "first" or "last": log2 of the value over that layer's
+    floor: tuple[float, float] = (-3.0, 3.0)  # the y range shown at least
+    verdict: str | None = None  # the classification column a panel's sentence reads
+    describe: Callable[[pd.DataFrame, int], str] | None = None  # else: a panel's sentence
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One per-layer statistic: one value per run and hidden layer."""
+
+    column: str  # in layers.parquet
+    compute: Callable[[Layer], torch.Tensor]  # (R,) values of one layer of R runs
+    meaning: str
+    theory: str | None = None  # the mean-field prediction's column beside it
+    applies: Callable[[Activation], bool] = lambda act: True  # NaN by design elsewhere
+    divergence: bool = True  # a non-finite value means the run diverged
+    figure: LayerFigure | None = None
+
+
+def _unit_sentence(panel: pd.DataFrame, depth: int) -> str:
+    """Which schemes have more than 10% of units dead or saturated at the last layer."""
+    last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
+    what = "dead" if panel["statistic"].iloc[0] == "dead_frac" else "saturated"
+    high = last.sort_values("value", ascending=False)
+    high = high[high["value"] > 0.1]
+    if high.empty:
+        return f"no scheme has more than 10% of units {what} at the last layer"
+    listed = ", ".join(f"{r.scheme_id} {fmt.percent(r.value)}" for r in high.itertuples())
+    return f"{what} at the last layer: {listed}"
+
+
+def _correlation_sentence(panel: pd.DataFrame, depth: int) -> str:
+    """How far the measured correlations lie from the c-map, and where pairs collapse."""
+    measured = panel[panel["kind"] == "measured"].set_index(["scheme_id", "layer"])["value"]
+    theory = panel[panel["kind"] == "theory"].set_index(["scheme_id", "layer"])["value"]
+    both = pd.concat([measured, theory], axis=1, keys=["m", "t"]).dropna()
+    text = []
+    if len(both):
+        text.append(
+            f"measured within {fmt.number(float((both['m'] - both['t']).abs().max()))} of the c-map"
+        )
+    collapsed = measured[measured > 0.99].reset_index().groupby("scheme_id")["layer"].min()
+    if len(collapsed):
+        text.append(
+            "pairs indistinguishable (c > 0.99) from layer "
+            + ", ".join(f"{layer} ({scheme})" for scheme, layer in collapsed.items())
+        )
+    return "; ".join(text) or "no correlation measured"
+
+
+SIGNAL = LayerFigure(
+    "signal",
+    "Signal",
+    0,
+    "Signal: pre-activation variance per layer, relative to layer 1",
+    "log2(variance / layer 1's)",
+    "0 keeps the signal; -1 halves the variance. For residual and transformer archs the "
+    "variance is the residual stream's.",
+    relative="first",
+    verdict="signal",
+)
+GRADIENTS = LayerFigure(
+    "gradients",
+    "Gradients",
+    1,
+    "Gradients: variance of dL/dh per layer, relative to the last hidden layer",
+    "log2(gradient variance / last layer's)",
+    "The backward pass runs right to left: a line falling towards layer 1 means gradients "
+    "vanish before they reach the first layers.",
+    relative="last",
+    verdict="gradients",
+)
+UNITS = LayerFigure(
+    "units",
+    "Dead and saturated units",
+    2,
+    "Units: dead (ReLU family: never positive) or saturated (tanh, sigmoid) per layer",
+    "fraction of units",
+    "Dead: units whose pre-activation is <= 0 for every sample. Saturated: outputs within "
+    "1% of the output range of a bound.",
+    floor=(0.0, 1.0),
+    describe=_unit_sentence,
+)
+CORRELATION = LayerFigure(
+    "correlation",
+    "Correlations",
+    3,
+    "Correlation of input pairs' pre-activations per layer (the c-map)",
+    "correlation",
+    "Mean cosine similarity of the pre-activations of input pairs; dashed: the mean-field "
+    "c-map (Poole et al. 2016). Reaching 1 means the net no longer tells its inputs apart.",
+    floor=(0.0, 1.0),
+    describe=_correlation_sentence,
+)
+
+
+def _variance(quantity: str) -> Callable[[Layer], torch.Tensor]:
+    return lambda layer: mean_var(getattr(layer, quantity), layer.axes.but_run())[1]
+
 
 STATISTICS: dict[str, Statistic] = {
-    "pre_mean": lambda layer: layer.pre_moments[0],
-    "pre_var": lambda layer: layer.pre_moments[1],
-    "post_mean": lambda layer: layer.post_moments[0],
-    "post_var": lambda layer: layer.post_moments[1],
-    "dead_frac": dead_fraction,
-    "sat_frac": saturated_fraction,
-    "grad_w_norm": weight_gradient_norm,
-    "grad_h_var": lambda layer: mean_var(layer.grad_h, layer.axes.but_run())[1],
-    "corr": pair_correlation,
-}
-FRACTIONS = ("dead_frac", "sat_frac", "corr")  # NaN where they do not apply: not divergence
-
-
-@dataclass
-class ProbeResult:
-    """Per-layer statistics of R runs."""
-
-    stats: dict[str, np.ndarray]  # name -> (R, depth)
-    finite: np.ndarray  # (R,) no NaN or inf in the statistics or the output
-    input_second_moment: np.ndarray  # (R,) E[x^2] of each run's probe batch
-    input_corr: np.ndarray  # (R,) mean cosine similarity of the input pairs
-    hists: dict[str, np.ndarray] | None  # quantity -> counts (R, depth, bins)
-
-
-class _Record(Taps):
-    def __init__(self) -> None:
-        self.pre: list[torch.Tensor] = []
-        self.post: list[torch.Tensor | None] = []
-
-    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
-        self.pre.append(pre)
-        self.post.append(post)
-
-
-def probe(
-    net: Stacked, x: torch.Tensor, cotangent: torch.Tensor, *, hists: bool = False
-) -> ProbeResult:
-    """Forward statistics of every hidden layer, and the backward pass of ``cotangent``.
-
-    The cotangent enters at the network output (a vector-Jacobian product), so gradients
-    show signal propagation rather than a loss's scale.
-    """
-    act, depth = net.activation, net.depth
-    record = _Record()
-    with torch.enable_grad():
-        out = net(x, record)
-        names = [net.layer_params(layer) for layer in range(1, depth + 1)]
-        weights = [net.param(n) for layer in names for n in layer]
-        grads = torch.autograd.grad(out, record.pre + weights, grad_outputs=cotangent)
-    grad_h, grad_w = grads[:depth], iter(grads[depth:])
-    rows: dict[str, list[torch.Tensor]] = {name: [] for name in STATISTICS}
-    counts: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
-    for index in range(depth):
-        pre = record.pre[index].detach()
-        post = record.post[index]
-        post = act.fn(pre) if post is None else post.detach()
-        h, axes = net.view(pre)
-        layer = Layer(
-            h,
-            net.view(post)[0],
-            net.view(grad_h[index])[0],
-            [next(grad_w) for _ in names[index]],
-            axes,
-            act,
-            net.runs,
-        )
-        for name, statistic in STATISTICS.items():
-            rows[name].append(statistic(layer))
-        if hists:
-            views = {"pre": layer.pre, "post": layer.post, "grad_h": layer.grad_h}
-            for quantity, c in histograms.layer_counts(views, axes, net.runs, act).items():
-                counts[quantity].append(c)
-    stacked = torch.stack([torch.stack(rows[name], dim=1) for name in STATISTICS])
-    checked = [i for i, n in enumerate(STATISTICS) if n not in FRACTIONS]
-    finite = torch.isfinite(stacked[checked]).all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
-    flat_x = x.detach().flatten(2)  # (R, B, features)
-    second_moment = flat_x.pow(2).mean((1, 2))
-    pairs = flat_x.shape[1] // 2
-    a, b = flat_x[:, 0 : 2 * pairs : 2], flat_x[:, 1 : 2 * pairs : 2]
-    input_corr = ((a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()).mean(1)
-    host = torch.cat([stacked.flatten(), finite.float(), second_moment, input_corr]).cpu().numpy()
-    n, r = stacked.numel(), net.runs
-    stats = host[:n].reshape(stacked.shape)
-    hist_arrays = None
-    if hists:
-        hist_arrays = {q: torch.stack(c, dim=1).cpu().numpy() for q, c in counts.items()}
-    return ProbeResult(
-        {name: stats[i] for i, name in enumerate(STATISTICS)},
-        host[n : n + r].astype(bool),
-        host[n + r : n + 2 * r],
-        host[n + 2 * r : n + 3 * r],
-        hist_arrays,
+    s.column: s
+    for s in (
+        Statistic("pre_mean", lambda layer: layer.pre_moments[0], "mean of h = W x + b"),
+        Statistic(
+            "pre_var",
+            lambda layer: layer.pre_moments[1],
+            "variance of h (of the residual stream, for residual archs)",
+            theory="theory_pre_var",
+            figure=SIGNAL,
+        ),
+        Statistic("post_mean", lambda layer: layer.post_moments[0], "mean of phi(h)"),
+        Statistic("post_var", lambda layer: layer.post_moments[1], "variance of phi(h)"),
+        Statistic(
+            "dead_frac",
+            dead_fraction,
+            "ReLU family: fraction of units never positive",
+            applies=lambda act: act.relu_family,
+            divergence=False,
+            figure=UNITS,
+        ),
+        Statistic(
+            "sat_frac",
+            saturated_fraction,
+            "tanh, sigmoid: fraction of outputs within 1% of a bound",
+            applies=lambda act: bool(act.bounds),
+            divergence=False,
+            figure=UNITS,
+        ),
+        Statistic(
+            "grad_w_norm", weight_gradient_norm, "Frobenius norm of the layer's weight gradients"
+        ),
+        Statistic(
+            "grad_h_var",
+            _variance("grad_h"),
+            "variance of dL/dh",
+            theory="theory_grad_h_var",
+            figure=GRADIENTS,
+        ),
+        Statistic(
+            "corr",
+            pair_correlation,
+            "mean cosine similarity of the pre-activations of input pairs",
+            theory="theory_corr",
+            divergence=False,
+            figure=CORRELATION,
+        ),
     )
+}
+THEORY_COLUMNS = [s.theory for s in STATISTICS.values() if s.theory]
+
+
+def layer_figures() -> list[LayerFigure]:
+    """The per-layer figures, in page order."""
+    found = {s.figure.name: s.figure for s in STATISTICS.values() if s.figure}
+    return sorted(found.values(), key=lambda figure: figure.place)
+
+
+def drawn(figure: LayerFigure, activation: str) -> Statistic | None:
+    """The statistic ``figure`` draws for ``activation`` (None: none applies)."""
+    act = get_activation(activation)
+    for statistic in STATISTICS.values():
+        if statistic.figure == figure and statistic.applies(act):
+            return statistic
+    return None

@@ -22,7 +22,6 @@ from initbench.core.ids import shape_text
 from initbench.report.figures.base import Figure, save, setup
 from initbench.report.pages import Page, provenance, write_page
 from initbench.report.probe import aggregate, label
-from initbench.studies.coord import STABLE
 from initbench.sweeps.store import Results
 
 NAME = "coords"
@@ -128,20 +127,20 @@ def draw(data: pd.DataFrame, steps: int, optimizer: str):
     return fig
 
 
-def verdict(slopes: pd.DataFrame, steps: int, optimizer: str, points: int) -> str:
+def verdict(slopes: pd.DataFrame, steps: int, optimizer: str, points: int, stable: float) -> str:
     """What the figure shows, one finding per line: at initialization and after the last
     step, which modules are width-stable and which grow or shrink, and how fast."""
     fits = slopes[slopes["statistic"] == STATISTIC]
-    lines = [_finding(fits[fits["step"] == 0], "At init")]
+    lines = [_finding(fits[fits["step"] == 0], "At init", stable)]
     if steps:
         lines.append(
-            _finding(fits[fits["step"] == steps], step_title(steps, optimizer).capitalize())
+            _finding(fits[fits["step"] == steps], step_title(steps, optimizer).capitalize(), stable)
         )
-    moving = fits[(fits["step"].isin([0, steps])) & (fits["slope"].abs() > STABLE)]
+    moving = fits[(fits["step"].isin([0, steps])) & (fits["slope"].abs() > stable)]
     unsure = moving[moving["slope"].abs() <= moving["ci"]]
     if len(unsure):
         lines.append(
-            f"{len(unsure)} of the {len(moving)} slopes above outside ±{STABLE} have a 95% "
+            f"{len(unsure)} of the {len(moving)} slopes above outside ±{stable} have a 95% "
             "interval that reaches 0: more seeds would tell whether those modules move with width."
         )
     skipped = fits[fits["points"] < points]
@@ -154,14 +153,14 @@ def verdict(slopes: pd.DataFrame, steps: int, optimizer: str, points: int) -> st
     return "\n".join(lines)
 
 
-def _finding(fits: pd.DataFrame, when: str) -> str:
+def _finding(fits: pd.DataFrame, when: str, stable: float) -> str:
     total = len(fits)
-    grow = fits[fits["slope"] > STABLE].sort_values("slope", ascending=False)
-    shrink = fits[fits["slope"] < -STABLE].sort_values("slope")
+    grow = fits[fits["slope"] > stable].sort_values("slope", ascending=False)
+    shrink = fits[fits["slope"] < -stable].sort_values("slope")
     unfit = fits[fits["slope"].isna()]
     stable = total - len(grow) - len(shrink) - len(unfit)
     if stable == total:
-        return f"{when} every module is width-stable (all {total} slopes within ±{STABLE})."
+        return f"{when} every module is width-stable (all {total} slopes within ±{stable})."
     clauses = [
         (len(rows), verb, text)
         for rows, verb, text in (
@@ -262,7 +261,8 @@ def findings(results: Results) -> str:
     coords, slopes = _tables(results)
     points = coords.groupby(["width", "seed"]).ngroups
     steps = int(coords["step"].max())
-    return verdict(slopes, steps, str(results.meta.get("optimizer")), points)
+    meta = results.meta
+    return verdict(slopes, steps, str(meta.get("optimizer")), points, float(meta["stable"]))
 
 
 def page(results: Results, out: Path) -> Path:
@@ -279,7 +279,7 @@ def page(results: Results, out: Path) -> Path:
         NAME,
         "scaling",
         f"Mean |output| of every module of {meta.get('model')} against width",
-        verdict(slopes, steps, optimizer, points),
+        verdict(slopes, steps, optimizer, points, float(meta["stable"])),
         "A panel per step; lines: the mean over seeds, one per module call, coloured by "
         "forward order (dark: first, yellow: last; the legend names some); bands: the lowest "
         "to the highest seed. A flat line is width-stable.",
@@ -291,7 +291,7 @@ def page(results: Results, out: Path) -> Path:
         title=f"initbench coord: {meta.get('model')}",
         figure=figure,
         table=html,
-        stable=STABLE,
+        stable=float(meta["stable"]),
         summary=summary(meta),
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from initbench.core import fmt, theory
+from initbench.core import fmt
 from initbench.core.activations import get_activation
 from initbench.core.schemes import get_scheme
 from initbench.report.figures.base import Figure, save, setup
@@ -24,6 +24,8 @@ COLUMNS = ["sigma_w2", "sigma_b2", "depth", "statistic", "value", "lo", "hi", "k
 
 def prediction(activation: str, sigma_w2: np.ndarray, sigma_b2: float) -> pd.DataFrame:
     """``chi1`` and ``xi_c`` along a fine line of sigma_w^2 at one sigma_b^2."""
+    from initbench.core import theory  # the prediction needs torch: only this page loads it
+
     phi = get_activation(activation).fn
     rows = [theory.depth_scales(phi, float(s), sigma_b2) | {"sigma_w2": s} for s in sigma_w2]
     return pd.DataFrame(rows)

@@ -478,6 +478,7 @@ def coord_folder(
     )
     meta = {
         "kind": "coord",
+        "stable": STABLE,  # the slope within which a module is width-stable
         "model": model,
         "model_args": args,
         "widths": widths,

@@ -25,7 +25,8 @@ from initbench.core.fill import finish_orthogonal
 from initbench.core.rng import Stream, device_generator, run_generator
 from initbench.initialize.lsuv import lsuv_stack
 from initbench.measure import histograms, jacobian
-from initbench.measure.statistics import STATISTICS, ProbeResult, probe
+from initbench.measure.probe import ProbeResult, probe
+from initbench.measure.statistics import STATISTICS
 from initbench.sweeps.grid import Cell, Grid, Run
 from initbench.sweeps.schema import (
     CURVE_COLUMNS,

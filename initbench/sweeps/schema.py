@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from initbench.measure.statistics import STATISTICS
+from initbench.measure.statistics import STATISTICS, THEORY_COLUMNS
 
 SCHEMA_VERSION = 2
 
@@ -56,7 +56,6 @@ CELL_COLUMNS = {
     "seconds_per_step": "float64",
     "device": "string",
 }
-THEORY_COLUMNS = ["theory_pre_var", "theory_grad_h_var", "theory_corr"]
 LAYER_COLUMNS = ["run_id", "layer", *STATISTICS, *THEORY_COLUMNS]
 CURVE_COLUMNS = ["run_id", "step", "train_loss", "train_acc", "test_loss", "test_acc"]
 HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]

@@ -1,18 +1,16 @@
 """Every figure of a sweep report. A figure kind is a module with ``figures(ctx, out)``;
-adding one is a module and a line in :func:`all_figures`."""
+adding one is a module and a line in :func:`all_figures`. The per-layer figures come from
+:data:`initbench.measure.statistics.STATISTICS`: adding a statistic there adds its figure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from initbench.measure.statistics import layer_figures
 from initbench.report.figures import hists, layers, training
 from initbench.report.figures.base import Context, Figure
 
-SECTIONS = {
-    "signal": "Signal",
-    "gradients": "Gradients",
-    "units": "Dead and saturated units",
-    "correlation": "Correlations",
+SECTIONS = {f.name: f.section for f in layer_figures()} | {
     "histograms": "Histograms",
     "training": "Training",
 }

@@ -8,14 +8,13 @@ lowest to the highest seed), the mean-field theory dashed in the same colour.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from initbench.core import fmt
+from initbench.measure.statistics import STATISTICS, LayerFigure, drawn, layer_figures
 from initbench.report.classify import SIGNALS
 from initbench.report.figures.base import (
     DATA_COLUMNS,
@@ -37,89 +36,24 @@ from initbench.report.figures.base import (
 )
 
 
-@dataclass(frozen=True)
-class LayerStatistic:
-    """A per-layer statistic as a figure draws it."""
-
-    name: str
-    title: str
-    ylabel: str
-    column: Callable[[str], str | None]  # the layers column for an activation (None: none)
-    theory: str | None = None
-    relative: str | None = None  # "first" or "last": log2 of the value over that layer's
-    verdict: str | None = None  # the classification column the verdict reads
-    floor: tuple[float, float] = (-3.0, 3.0)
-    caption: str = ""
-
-
-def _unit_column(activation: str) -> str | None:
-    from initbench.core.activations import get_activation
-
-    act = get_activation(activation)
-    return "dead_frac" if act.relu_family else "sat_frac" if act.bounds else None
-
-
-STATISTICS = (
-    LayerStatistic(
-        "signal",
-        "Signal: pre-activation variance per layer, relative to layer 1",
-        "log2(variance / layer 1's)",
-        lambda a: "pre_var",
-        "theory_pre_var",
-        "first",
-        "signal",
-        caption="0 keeps the signal; -1 halves the variance. For residual and transformer "
-        "archs the variance is the residual stream's.",
-    ),
-    LayerStatistic(
-        "gradients",
-        "Gradients: variance of dL/dh per layer, relative to the last hidden layer",
-        "log2(gradient variance / last layer's)",
-        lambda a: "grad_h_var",
-        "theory_grad_h_var",
-        "last",
-        "gradients",
-        caption="The backward pass runs right to left: a line falling towards layer 1 means "
-        "gradients vanish before they reach the first layers.",
-    ),
-    LayerStatistic(
-        "units",
-        "Units: dead (ReLU family: never positive) or saturated (tanh, sigmoid) per layer",
-        "fraction of units",
-        _unit_column,
-        floor=(0.0, 1.0),
-        caption="Dead: units whose pre-activation is <= 0 for every sample. Saturated: "
-        "outputs within 1% of the output range of a bound.",
-    ),
-    LayerStatistic(
-        "correlation",
-        "Correlation of input pairs' pre-activations per layer (the c-map)",
-        "correlation",
-        lambda a: "corr",
-        "theory_corr",
-        floor=(0.0, 1.0),
-        caption="Mean cosine similarity of the pre-activations of input pairs; dashed: the "
-        "mean-field c-map (Poole et al. 2016). Reaching 1 means the net no longer tells "
-        "its inputs apart.",
-    ),
-)
-
-
-def data(ctx: Context, stat: LayerStatistic, keys: dict, groups: list[str]) -> pd.DataFrame:
+def data(ctx: Context, stat: LayerFigure, keys: dict, groups: list[str]) -> pd.DataFrame:
     """The tidy table one figure draws: measured (mean, lo, hi over seeds) and theory."""
     cells = cell_rows(ctx.cells[ctx.cells["status"] == "ok"], keys)
     cells = cells[cells["scheme_id"].isin(groups)]
     frames = []
     for activation, runs in cells.groupby("activation", sort=True):
-        column = stat.column(activation)
-        if column is None:
+        statistic = drawn(stat, activation)
+        if statistic is None:
             continue
-        merged = ctx.layers[["run_id", "layer", column, *([stat.theory] if stat.theory else [])]]
+        column, theory_column = statistic.column, statistic.theory
+        merged = ctx.layers[
+            ["run_id", "layer", column, *([theory_column] if theory_column else [])]
+        ]
         merged = merged.merge(runs[["run_id", "depth", "scheme_id", "seed"]], on="run_id")
         merged = merged.sort_values(["run_id", "layer"])
         merged["y"] = _transform(merged, column, stat.relative)
-        if stat.theory:
-            merged["t"] = _transform(merged, stat.theory, stat.relative)
+        if theory_column:
+            merged["t"] = _transform(merged, theory_column, stat.relative)
         for (depth, scheme), rows in merged.groupby(["depth", "scheme_id"], sort=True):
             by_layer = rows.groupby("layer")
             measured = by_layer["y"].agg(_mean_finite)
@@ -147,7 +81,7 @@ def data(ctx: Context, stat: LayerStatistic, keys: dict, groups: list[str]) -> p
                     }
                 )
             )
-            if stat.theory:
+            if theory_column:
                 theory = by_layer["t"].first()
                 if theory.notna().any():
                     frames.append(
@@ -193,7 +127,7 @@ def _max_finite(v: pd.Series) -> float:
     return float(finite.max()) if len(finite) else _mean_finite(v)
 
 
-def draw(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame, groups: list[str]):
+def draw(ctx: Context, stat: LayerFigure, keys: dict, table: pd.DataFrame, groups: list[str]):
     """The figure of one facet's table: measured lines, bands, theory, off-chart marks."""
     from matplotlib.lines import Line2D
 
@@ -213,7 +147,7 @@ def draw(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame, gr
             label="measured: mean of seeds (band: range)",
         ),
     ]
-    if stat.theory:
+    if any(s.theory for s in STATISTICS.values() if s.figure == stat):
         extra.append(Line2D([], [], color="0.3", lw=1.1, ls="--", label="mean-field theory"))
     if stat.relative:
         extra.append(Line2D([], [], color="0.3", lw=0, marker="v", label="leaves the chart there"))
@@ -265,8 +199,9 @@ def _panel(ax, ctx, colors, stat, keys, panel, activation, depth) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def verdict(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame) -> str:
-    """One sentence per panel, from the classification (signal, gradients) or the data."""
+def verdict(ctx: Context, stat: LayerFigure, keys: dict, table: pd.DataFrame) -> str:
+    """One sentence per panel: from the classification (signal, gradients), or the
+    figure's own sentence of the data."""
     parts = []
     for (depth, activation), panel in table.groupby(["depth", "activation"], sort=True):
         head = f"{activation}, depth {depth}: "
@@ -278,47 +213,15 @@ def verdict(ctx: Context, stat: LayerStatistic, keys: dict, table: pd.DataFrame)
                 rows, stat.verdict, SIGNALS, lambda r, c=change: fmt.factor(getattr(r, c))
             )
             parts.append(head + text)
-        elif stat.name == "units":
-            last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
-            what = "dead" if panel["statistic"].iloc[0] == "dead_frac" else "saturated"
-            worst = last.sort_values("value", ascending=False)
-            high = worst[worst["value"] > 0.1]
-            if high.empty:
-                parts.append(
-                    head + f"no scheme has more than 10% of units {what} at the last layer"
-                )
-            else:
-                listed = ", ".join(
-                    f"{r.scheme_id} {fmt.percent(r.value)}" for r in high.itertuples()
-                )
-                parts.append(head + f"{what} at the last layer: {listed}")
         else:
-            parts.append(head + _correlation_verdict(panel))
+            parts.append(head + stat.describe(panel, depth))
     return "\n".join(parts) if parts else "No finished runs to draw."
-
-
-def _correlation_verdict(panel: pd.DataFrame) -> str:
-    measured = panel[panel["kind"] == "measured"].set_index(["scheme_id", "layer"])["value"]
-    theory = panel[panel["kind"] == "theory"].set_index(["scheme_id", "layer"])["value"]
-    both = pd.concat([measured, theory], axis=1, keys=["m", "t"]).dropna()
-    text = []
-    if len(both):
-        text.append(
-            f"measured within {fmt.number(float((both['m'] - both['t']).abs().max()))} of the c-map"
-        )
-    collapsed = measured[measured > 0.99].reset_index().groupby("scheme_id")["layer"].min()
-    if len(collapsed):
-        text.append(
-            "pairs indistinguishable (c > 0.99) from layer "
-            + ", ".join(f"{layer} ({scheme})" for scheme, layer in collapsed.items())
-        )
-    return "; ".join(text) or "no correlation measured"
 
 
 def figures(ctx: Context, out: Path) -> list[Figure]:
     """Every per-layer figure of the sweep."""
     made = []
-    for stat in STATISTICS:
+    for stat in layer_figures():
         for keys, rows in ctx.facets():
             groups, folded = choose_groups(rows)
             table = data(ctx, stat, keys, groups)

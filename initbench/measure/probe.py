@@ -1,0 +1,96 @@
+"""The probe: one forward and one backward pass through R stacked runs, every per-layer
+statistic of :data:`~initbench.measure.statistics.STATISTICS` taken on the way, and the
+histograms when asked for. Statistics stay on the device until one transfer at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from initbench.archs.base import Stacked, Taps
+from initbench.measure import histograms
+from initbench.measure.statistics import STATISTICS, Layer
+
+
+@dataclass
+class ProbeResult:
+    """Per-layer statistics of R runs."""
+
+    stats: dict[str, np.ndarray]  # name -> (R, depth)
+    finite: np.ndarray  # (R,) no NaN or inf in the statistics or the output
+    input_second_moment: np.ndarray  # (R,) E[x^2] of each run's probe batch
+    input_corr: np.ndarray  # (R,) mean cosine similarity of the input pairs
+    hists: dict[str, np.ndarray] | None  # quantity -> counts (R, depth, bins)
+
+
+class _Record(Taps):
+    def __init__(self) -> None:
+        self.pre: list[torch.Tensor] = []
+        self.post: list[torch.Tensor | None] = []
+
+    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+        self.pre.append(pre)
+        self.post.append(post)
+
+
+def probe(
+    net: Stacked, x: torch.Tensor, cotangent: torch.Tensor, *, hists: bool = False
+) -> ProbeResult:
+    """Forward statistics of every hidden layer, and the backward pass of ``cotangent``.
+
+    The cotangent enters at the network output (a vector-Jacobian product), so gradients
+    show signal propagation rather than a loss's scale.
+    """
+    act, depth = net.activation, net.depth
+    record = _Record()
+    with torch.enable_grad():
+        out = net(x, record)
+        names = [net.layer_params(layer) for layer in range(1, depth + 1)]
+        weights = [net.param(n) for layer in names for n in layer]
+        grads = torch.autograd.grad(out, record.pre + weights, grad_outputs=cotangent)
+    grad_h, grad_w = grads[:depth], iter(grads[depth:])
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in STATISTICS}
+    counts: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
+    for index in range(depth):
+        pre = record.pre[index].detach()
+        post = record.post[index]
+        post = act.fn(pre) if post is None else post.detach()
+        h, axes = net.view(pre)
+        layer = Layer(
+            h,
+            net.view(post)[0],
+            net.view(grad_h[index])[0],
+            [next(grad_w) for _ in names[index]],
+            axes,
+            act,
+            net.runs,
+        )
+        for name, statistic in STATISTICS.items():
+            rows[name].append(statistic.compute(layer))
+        if hists:
+            views = {"pre": layer.pre, "post": layer.post, "grad_h": layer.grad_h}
+            for quantity, c in histograms.layer_counts(views, axes, net.runs, act).items():
+                counts[quantity].append(c)
+    stacked = torch.stack([torch.stack(rows[name], dim=1) for name in STATISTICS])
+    checked = [i for i, s in enumerate(STATISTICS.values()) if s.divergence]
+    finite = torch.isfinite(stacked[checked]).all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
+    flat_x = x.detach().flatten(2)  # (R, B, features)
+    second_moment = flat_x.pow(2).mean((1, 2))
+    pairs = flat_x.shape[1] // 2
+    a, b = flat_x[:, 0 : 2 * pairs : 2], flat_x[:, 1 : 2 * pairs : 2]
+    input_corr = ((a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()).mean(1)
+    host = torch.cat([stacked.flatten(), finite.float(), second_moment, input_corr]).cpu().numpy()
+    n, r = stacked.numel(), net.runs
+    stats = host[:n].reshape(stacked.shape)
+    hist_arrays = None
+    if hists:
+        hist_arrays = {q: torch.stack(c, dim=1).cpu().numpy() for q, c in counts.items()}
+    return ProbeResult(
+        {name: stats[i] for i, name in enumerate(STATISTICS)},
+        host[n : n + r].astype(bool),
+        host[n + r : n + 2 * r],
+        host[n + 2 * r : n + 3 * r],
+        hist_arrays,
+    )
