@@ -14,7 +14,7 @@ import torch
 from initbench.core.fill import fill_biases, fill_targets
 from initbench.core.rng import Stream, run_generator
 from initbench.core.targets import biases, init_targets
-from initbench.initialize.lsuv import lsuv_module
+from initbench.initialize.lsuv import fit_module
 from initbench.sweeps.engine import correlate_pairs
 from initbench.sweeps.grid import Grid, Run
 
@@ -39,7 +39,7 @@ def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torc
         fit = torch.randn(
             grid.batch_size, *inputs.sample, generator=run_generator(run.seed, Stream.FIT)
         )
-        lsuv_module(model, fit)
+        fit_module(model, fit)
     return model, x, cotangent
 
 

@@ -53,7 +53,9 @@ class Scheme:
         kind: the distribution's shape (``normal``, ``uniform``, ``orthogonal``, ...): two
             schemes of one kind and the same moments on a shape draw the same weights.
         dims: the weight dimensionalities the initializer accepts.
-        data_dependent: the scheme also needs a data batch (LSUV).
+        fitter: the data-dependent fitter that adjusts the drawn weights on a batch: the
+            name of its module in :mod:`initbench.initialize` (``lsuv``); None: the scheme
+            needs no data.
         covers: the ``torch.nn.init`` functions this family exercises.
         gain: the gain the scheme uses for an activation (None: it takes no gain).
         extra: distribution parameters the moments do not fix (truncation, sparsity).
@@ -71,12 +73,17 @@ class Scheme:
     theory: bool
     kind: str
     dims: tuple[int, ...] = (2, 3, 4, 5)
-    data_dependent: bool = False
+    fitter: str | None = None
     covers: tuple[str, ...] = field(default=())
     gain: GainFn | None = None
     extra: tuple[object, ...] = ()
     orthogonal: Callable[[torch.Tensor, Activation], tuple[torch.Tensor, float]] | None = None
     global_rng: bool = False
+
+    @property
+    def data_dependent(self) -> bool:
+        """The scheme also needs a data batch: its fitter adjusts the drawn weights."""
+        return self.fitter is not None
 
     @property
     def id(self) -> str:
@@ -485,7 +492,7 @@ def _lsuv() -> Scheme:
         None,
         theory=False,
         kind="lsuv",
-        data_dependent=True,
+        fitter="lsuv",
         orthogonal=lambda w, act: (w, 1.0),
     )
 

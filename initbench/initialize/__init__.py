@@ -4,7 +4,9 @@ as built and why."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -14,7 +16,6 @@ from initbench.core.errors import UsageError
 from initbench.core.fill import fill_biases, fill_targets
 from initbench.core.schemes import Scheme, get_scheme
 from initbench.core.targets import biases, init_targets, left_as_built
-from initbench.initialize.lsuv import lsuv_module
 
 
 @dataclass
@@ -25,6 +26,15 @@ class Applied:
     fallback: list[str] = field(default_factory=list)  # targets given torch's default instead
     biases: list[str] = field(default_factory=list)  # zeroed, or drawn from N(0, bias_var)
     left: dict[str, str] = field(default_factory=dict)  # parameter -> why it was left
+
+
+def fitter(scheme: Scheme) -> ModuleType:
+    """The module of a data-dependent scheme's fitter (``Scheme.fitter`` names it in this
+    package): its ``fit_stack(net, x, runs)`` fits runs of a stacked network on their
+    batches, its ``fit_module(model, data)`` any ``nn.Module`` on a batch. Adding a
+    data-dependent scheme is that module and the scheme's family in
+    :mod:`initbench.core.schemes`."""
+    return importlib.import_module(f"{__package__}.{scheme.fitter}")
 
 
 @torch.no_grad()
@@ -73,7 +83,7 @@ def apply(
     bias_names = biases(model)
     fill_biases(params, bias_names, bias_var, generator)
     if scheme.data_dependent:
-        lsuv_module(model, data)
+        fitter(scheme).fit_module(model, data)
     return Applied(
         [t.name for t in targets if t.name not in fell_back],
         fell_back,

@@ -1,9 +1,10 @@
-"""Layer-sequential unit variance (Mishkin & Matas 2016), the data-dependent scheme.
+"""Layer-sequential unit variance (Mishkin & Matas 2016): the fitter of the ``lsuv`` scheme.
 
 After an orthogonal init, each weight in model order is rescaled until its output has unit
 variance on a data batch. With zero biases a weight's output is linear in it, so one
 rescaling reaches the target; the loop covers non-zero biases. A stacked network is walked
-through its architecture's stages; any ``nn.Module`` through forward hooks.
+through its architecture's stages (:func:`fit_stack`); any ``nn.Module`` through forward hooks
+(:func:`fit_module`), the two functions every fitter module of this package defines.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _scale(variance: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def lsuv_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
+def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
     """LSUV for runs ``runs`` of a stacked network, on its batch ``x`` ``(R, B, ...)``."""
     state = net.enter(x)
     for stage in net.stage_list:
@@ -69,7 +70,7 @@ def lsuv_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
 
 
 @torch.no_grad()
-def lsuv_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
+def fit_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
     """LSUV for any ``nn.Module``: each weight of :func:`~initbench.initialize.init_targets` in
     turn, its output observed with forward hooks on the batch ``data``."""
     params = dict(model.named_parameters())

@@ -23,7 +23,7 @@ from initbench.core.data import Dataset
 from initbench.core.device import free_memory, is_out_of_memory
 from initbench.core.fill import finish_orthogonal
 from initbench.core.rng import Stream, device_generator, run_generator
-from initbench.initialize.lsuv import lsuv_stack
+from initbench.initialize import fitter
 from initbench.measure import histograms, jacobian
 from initbench.measure.probe import ProbeResult, probe
 from initbench.measure.statistics import STATISTICS
@@ -165,9 +165,14 @@ def initialize_runs(
     else:
         data = runs[0].cell.arch.data_sample(dataset.x_train[:batch]).to(device)
         x = data.unsqueeze(0).expand(len(runs), *data.shape)
-    fit = [r for r, run in enumerate(runs) if run.cell.scheme.data_dependent]
-    if fit:
-        lsuv_stack(net, fit_batch(runs, grid, inputs, dataset).to(device), fit)
+    fitted: dict[str, list[int]] = {}  # each fitter's runs
+    for r, run in enumerate(runs):
+        if run.cell.scheme.data_dependent:
+            fitted.setdefault(str(run.cell.scheme.fitter), []).append(r)
+    if fitted:
+        batch = fit_batch(runs, grid, inputs, dataset).to(device)
+        for fit in fitted.values():
+            fitter(runs[fit[0]].cell.scheme).fit_stack(net, batch, fit)
     return x, torch.stack(cotangents).to(device)
 
 
