@@ -47,7 +47,17 @@ def register_arch(name: str, target: str, doc: str, **params: object) -> None:
 
 
 def get_arch(arch_id: str | Arch) -> Arch:
-    """An architecture from its id: ``mlp``, ``resmlp[norm=layer,alpha=0.5]``."""
+    """An architecture from its id: ``mlp``, ``resmlp[norm=layer,alpha=0.5]``.
+
+    Args:
+        arch_id: the id, or an architecture (returned as it is).
+
+    Returns:
+        The architecture.
+
+    Raises:
+        UsageError: an unknown architecture or parameter.
+    """
     from initbench.archs.base import Arch
 
     if isinstance(arch_id, Arch):

@@ -160,7 +160,17 @@ ACTIVATION_NAMES = tuple(_FACTORIES)
 
 
 def get_activation(activation_id: str | Activation) -> Activation:
-    """Looks up ``relu``, ``leaky_relu``, ``leaky_relu[negative_slope=0.2]`` and so on."""
+    """Looks up ``relu``, ``leaky_relu``, ``leaky_relu[negative_slope=0.2]`` and so on.
+
+    Args:
+        activation_id: the id, or an activation (returned as it is).
+
+    Returns:
+        The activation.
+
+    Raises:
+        UsageError: an unknown activation or parameter.
+    """
     if isinstance(activation_id, Activation):
         return activation_id
     name, raw = parse_id(activation_id)

@@ -595,7 +595,17 @@ def _build(name: str, params: dict[str, object]) -> Scheme:
 
 
 def get_scheme(scheme_id: str | Scheme) -> Scheme:
-    """Builds a scheme from its id, e.g. ``normal[std=0.05]`` or ``xavier_normal[gain=matched]``."""
+    """Builds a scheme from its id, e.g. ``normal[std=0.05]`` or ``xavier_normal[gain=matched]``.
+
+    Args:
+        scheme_id: the id, or a scheme (returned as it is).
+
+    Returns:
+        The scheme.
+
+    Raises:
+        UsageError: an unknown family, or parameters it does not take or cannot use.
+    """
     if isinstance(scheme_id, Scheme):
         return scheme_id
     name, params = parse_id(scheme_id)
@@ -612,6 +622,17 @@ def expand_schemes(
     A pattern matches family names (fnmatch) and yields each family's documented variants,
     gain-taking families once per gain setting. An explicit id (``normal[std=0.05]``) yields
     exactly that scheme. Order follows the registry; duplicates are dropped.
+
+    Args:
+        patterns: fnmatch patterns of family names, or explicit scheme ids.
+        gains: the gain settings (``unit``, ``matched`` or numbers) gain-taking families
+            are expanded over.
+
+    Returns:
+        The schemes, each once.
+
+    Raises:
+        UsageError: a pattern that matches no family, or a bad id or gain.
     """
     gains = [_gain_setting(g) for g in gains]
     found: dict[str, Scheme] = {}

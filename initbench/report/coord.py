@@ -257,7 +257,17 @@ def _tables(results: Results) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def findings(results: Results) -> str:
-    """The page's verdict on a coord folder: what ``initbench coord`` prints."""
+    """The page's verdict on a coord folder: what ``initbench coord`` prints.
+
+    Args:
+        results: the loaded coord folder.
+
+    Returns:
+        A sentence per step (at initialization, after the last step), then how sure.
+
+    Raises:
+        UsageError: the folder holds no ``coords.parquet``.
+    """
     coords, slopes = _tables(results)
     points = coords.groupby(["width", "seed"]).ngroups
     steps = int(coords["step"].max())

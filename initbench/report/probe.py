@@ -264,7 +264,17 @@ def _modules(results: Results) -> pd.DataFrame:
 
 
 def findings(results: Results) -> str:
-    """The page's verdict on a probe folder: what ``initbench probe`` prints."""
+    """The page's verdict on a probe folder: what ``initbench probe`` prints.
+
+    Args:
+        results: the loaded probe folder.
+
+    Returns:
+        Where the signal grows and shrinks most, in sentences.
+
+    Raises:
+        UsageError: the folder holds no ``modules.parquet``.
+    """
     modules = _modules(results)
     data = figure_data(modules)
     return verdict(modules, data, extremes(steps(modules, data)))

@@ -65,8 +65,14 @@ def publish(folders: list[str | Path], out: str | Path, asv_html: str | Path | N
     sweeps' answer matrices side by side and links the other folders' pages (a folder of
     another kind is copied there whole, with its report in ``out/<name>/report/``).
 
-    ``asv_html`` (default ``results/asv/html`` when it exists) is copied to ``out/asv/`` and
-    linked from the index.
+    Args:
+        folders: the results folders (sweeps, and folders of any other kind).
+        out: the site's folder: new, empty, or an earlier site (replaced whole).
+        asv_html: asv's HTML (default ``results/asv/html`` when it exists), copied to
+            ``out/asv/`` and linked from the index.
+
+    Returns:
+        The index page.
     """
     if not folders:
         raise UsageError("publish needs at least one results folder")

@@ -120,7 +120,7 @@ def cell_tables(verdicts: pd.DataFrame, trained: bool) -> list[Table]:
 
 
 def cell_verdict(frame: pd.DataFrame, trained: bool) -> str:
-    """``Recommended (tied ...): a, b. Fail: c (stalls). Warnings: a (gradients exploding).``"""
+    """The cell's sentence: ``Recommended (tied ...): a, b. Fail: c (stalls). Warnings: ...``."""
     recommended = frame[frame["recommended"]]
     if len(recommended):
         what = "test accuracy" if trained else "total drift"

@@ -79,6 +79,13 @@ def reproduce(
     """Runs one reproduction into ``out`` (its sweeps resume like any sweep) and writes its
     ``reproduce.json``, ``meta.json`` and report page.
 
+    Args:
+        name: the reproduction (``initbench list reproductions``).
+        out: its folder.
+        full: the paper's full grid, not the quick one.
+        device: where to compute.
+        progress: show progress bars.
+
     Returns:
         The contents of ``reproduce.json``.
     """
@@ -112,7 +119,17 @@ def reproduce(
 def reproduce_all(
     out: str | Path, *, full: bool = False, device: str = "cpu", progress: bool = True
 ) -> Path:
-    """Runs every reproduction into ``out/<name>`` and writes one page for all of them."""
+    """Runs every reproduction into ``out/<name>`` and writes one page for all of them.
+
+    Args:
+        out: the folder of the reproductions' folders.
+        full: the papers' full grids, not the quick ones.
+        device: where to compute.
+        progress: show progress bars.
+
+    Returns:
+        The overview page.
+    """
     from initbench.core import folders
 
     root = Path(out)

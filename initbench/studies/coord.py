@@ -406,6 +406,12 @@ def width_verdict(slope: float) -> str:
 def parse_widths(text: str) -> list[int]:
     """``"64,128, 256"`` -> ``[64, 128, 256]``.
 
+    Args:
+        text: a comma list.
+
+    Returns:
+        The widths.
+
     Raises:
         UsageError: an item that is not an integer.
     """
@@ -436,8 +442,24 @@ def coord_folder(
     """``initbench coord``: writes ``out/coords.parquet``, ``out/slopes.parquet`` and
     ``out/meta.json`` (kind ``coord``), only after every width and seed is measured.
 
-    ``depth`` and ``batch`` are for a built-in arch (default 4 and 64); a factory refuses
-    them.
+    Args:
+        model: a built-in arch id, or ``path/to/file.py:FACTORY`` taking the width.
+        widths: the widths to build it at (two or more).
+        out: the folder to write.
+        steps: optimizer steps after initialization.
+        seeds: copies per width.
+        scheme: re-initialize with this scheme (None: as built).
+        activation: a built-in arch's activation, and what matched gains refer to.
+        depth: a built-in arch's hidden layers (default 4); a factory refuses it.
+        optimizer: ``adam`` or ``sgd``.
+        lr: the learning rate.
+        input_spec: the batch's shape with ``w`` for the width (``8xw``); a factory needs it.
+        batch: a built-in arch's batch size (default 64); a factory refuses it.
+        model_args: ``key=value`` arguments of the factory.
+        device: where to compute.
+
+    Returns:
+        ``out``.
 
     Raises:
         UsageError: bad input (see :func:`coord_check`), ``depth`` or ``batch`` given for a

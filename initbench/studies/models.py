@@ -141,7 +141,14 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
 def model_name(spec: str) -> str:
     """The model's name in the default output folder: ``resnet18`` for
     ``torchvision:resnet18``, ``nets-make`` for ``path/to/nets.py:make``,
-    ``resmlp-norm-layer`` for ``resmlp[norm=layer]``."""
+    ``resmlp-norm-layer`` for ``resmlp[norm=layer]``.
+
+    Args:
+        spec: the command line's ``MODEL``.
+
+    Returns:
+        Letters, digits, dots and underscores, joined by ``-``.
+    """
     source, _, name = spec.rpartition(":")
     text = name if source in ("torchvision", "") else f"{Path(source).stem}-{name}"
     return "-".join(re.findall(r"[A-Za-z0-9._]+", text)).strip("._") or "model"

@@ -22,7 +22,19 @@ MAX_POINTS = 200
 
 
 def parse_values(text: str, what: str) -> tuple[float, ...]:
-    """``start:stop:count`` (evenly spaced, both ends included) or ``a,b,c``: variances."""
+    """``start:stop:count`` (evenly spaced, both ends included) or ``a,b,c``: variances.
+
+    Args:
+        text: the option's value.
+        what: the option's name, for the error message.
+
+    Returns:
+        The values.
+
+    Raises:
+        UsageError: malformed text, no points, more than 200, or a value that is not a
+            finite variance >= 0.
+    """
     try:
         if ":" in text:
             start, stop, count = text.split(":")
@@ -51,7 +63,20 @@ def phase_grid(
     seeds: int = 2,
     **grid: object,
 ) -> Grid:
-    """The sweep of a phase diagram (``grid``: any other grid keys, e.g. training)."""
+    """The sweep of a phase diagram: one ``variance_scaling`` scheme per weight variance.
+
+    Args:
+        activation: the activation id.
+        sigma_w2: weight variances (times fan_in).
+        sigma_b2: bias variances.
+        depths: network depths.
+        width: the width of every network.
+        seeds: seeds per point.
+        grid: any other grid keys (``dataset``, ``train_steps``, ...).
+
+    Returns:
+        The grid.
+    """
     schemes = tuple(
         f"variance_scaling[scale={format_value(float(s))},mode=fan_in,distribution=normal]"
         for s in sigma_w2
@@ -95,6 +120,9 @@ def phase(
         device: where to compute.
         progress: show a progress bar.
         grid: other grid keys (``dataset``, ``train_steps``, ``lr``, ...).
+
+    Returns:
+        ``out``.
     """
     from initbench.sweeps.run import sweep
 

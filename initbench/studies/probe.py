@@ -137,6 +137,19 @@ def probe_folder(
     ``out/meta.json``. Every input is checked, and every seed probed, before anything is
     written.
 
+    Args:
+        model_spec: ``torchvision:NAME`` or ``path/to/file.py:FACTORY``.
+        input_spec: a batch shape (``8x3x224x224``) or a ``.pt`` file holding a batch.
+        out: the folder to write.
+        scheme: re-initialize every weight with this scheme (None: as built).
+        activation: what the scheme's matched gains refer to (needs ``scheme``).
+        seeds: copies to probe.
+        model_args: ``key=value`` arguments of the factory.
+        device: where to compute.
+
+    Returns:
+        ``out``.
+
     Raises:
         UsageError: bad input (see :func:`load_model`, :func:`load_input`,
             :func:`probe_model`), or an output folder that is a file, holds something other

@@ -65,6 +65,12 @@ class Health:
 def check_folder(folder: str | Path) -> Health:
     """Verifies a results folder of any kind (see the module's doc).
 
+    Args:
+        folder: the folder (its inner results folders are checked too).
+
+    Returns:
+        What is whole, what is damaged (and what repairing removes), and notes.
+
     Raises:
         UsageError: not a folder, or no results folder (no ``meta.json``).
     """
@@ -80,7 +86,14 @@ def check_folder(folder: str | Path) -> Health:
 
 
 def repair_folder(health: Health) -> list[str]:
-    """Removes what :func:`check_folder` found damaged; returns a line per file removed."""
+    """Removes what :func:`check_folder` found damaged.
+
+    Args:
+        health: :func:`check_folder`'s finding.
+
+    Returns:
+        A line per file removed.
+    """
     lines = []
     for problem in health.problems:
         for path in problem.remove:

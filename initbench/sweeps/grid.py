@@ -306,6 +306,12 @@ class Grid:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """The grid keys of a TOML file (top level, or its ``[grid]`` table).
 
+    Args:
+        path: the file.
+
+    Returns:
+        The keys, as :meth:`Grid.from_dict` takes them.
+
     Raises:
         UsageError: a missing, unreadable or invalid file.
     """

@@ -39,7 +39,17 @@ PRESETS: dict[str, Preset] = {}
 
 
 def get_preset(name: str) -> Preset:
-    """The preset named ``name``, parts and all."""
+    """The preset named ``name``, parts and all.
+
+    Args:
+        name: the preset's name.
+
+    Returns:
+        The preset.
+
+    Raises:
+        UsageError: no preset has that name.
+    """
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -307,6 +307,12 @@ def load(path: str | Path) -> Results:
     aggregated ``cells`` and ``layers`` (per cell, and per cell and layer: means and
     intervals over seeds).
 
+    Args:
+        path: the folder.
+
+    Returns:
+        Its tables and ``meta.json``.
+
     Raises:
         UsageError: the folder is missing, holds no sweep, or its tables are unreadable.
     """

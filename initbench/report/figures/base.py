@@ -99,7 +99,7 @@ def _palette(n: int) -> list[tuple]:
 
 
 def setup():
-    """matplotlib on the Agg backend, with seaborn's theme."""
+    """Sets matplotlib up: the Agg backend and seaborn's theme; returns pyplot."""
     import matplotlib
 
     matplotlib.use("Agg")
