@@ -215,6 +215,7 @@ def _compute(
     progress: Progress | None,
     rng: str = "host",
 ) -> Records:
+    """One chunk of runs of one shape: initialize, probe, predict, (Jacobian), train."""
     cell0 = runs[0].cell
     inputs = grid.cell_inputs(cell0)
     label = f"{cell0.activation.id} {cell0.arch.id} d{cell0.depth} w{cell0.width}"
@@ -228,18 +229,67 @@ def _compute(
     share = probe_share(grid, cell0)
     if progress is not None:
         progress.update(len(runs) * share)
-    ok = result.finite
-    stats = result.stats
+    ids = [r.id for r in runs]
+    predicted = _predictions(runs, grid, inputs, dataset, shapes, result)
+    columns = _probe_columns(runs, grid, inputs, result, predicted, rng) | {
+        "probe_seconds": probe_seconds
+    }
+    spectra = pd.DataFrame(columns=SPECTRUM_COLUMNS)
+    if grid.jacobian:
+        values = jacobian.singular_values(net, x)
+        columns.update(jacobian.summaries(values))
+        spectra = _spectrum_rows(ids, values)
+    curves = pd.DataFrame(columns=CURVE_COLUMNS)
+    if grid.train_steps and dataset is not None:
+        if progress is not None:
+            progress.set_postfix_str(f"{label}: train", refresh=False)
+        curves = _train(net, runs, dataset, grid, progress, share, columns, result.finite)
+    return Records(
+        cell_rows(runs, str(device), **columns),
+        _layer_rows(ids, cell0.depth, result.stats, predicted),
+        curves,
+        _hist_rows(ids, result, cell0)
+        if result.hists is not None
+        else pd.DataFrame(columns=HIST_COLUMNS),
+        spectra,
+    )
+
+
+Prediction = tuple[dict[str, list[float]], dict[str, float]]  # per layer, depth scales
+
+
+def _predictions(
+    runs: Sequence[Run],
+    grid: Grid,
+    inputs: Inputs,
+    dataset: Dataset | None,
+    shapes: list[tuple[int, ...]],
+    result: ProbeResult,
+) -> list[Prediction]:
+    """Each run's mean-field prediction, for the input it saw (its second moment and its
+    pairs' correlation)."""
+    q0 = 1.0 if dataset is None else float(result.input_second_moment[0])
+    c0 = grid.input_corr if dataset is None else float(result.input_corr[0])
+    return [_theory(r.cell, tuple(shapes), inputs, round(q0, 6), round(c0, 6)) for r in runs]
+
+
+def _probe_columns(
+    runs: Sequence[Run],
+    grid: Grid,
+    inputs: Inputs,
+    result: ProbeResult,
+    predicted: list[Prediction],
+    rng: str,
+) -> dict[str, Any]:
+    """The ``cells`` columns the probe gives: status, end-to-end ratios, depth scales."""
+    ok, stats, cell0 = result.finite, result.stats, runs[0].cell
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         var_ratio = stats["pre_var"][:, -1] / stats["pre_var"][:, 0]
         grad_ratio = stats["grad_w_norm"][:, 0] / stats["grad_w_norm"][:, -1]
-    q0 = 1.0 if dataset is None else float(result.input_second_moment[0])
-    c0 = grid.input_corr if dataset is None else float(result.input_corr[0])
-    predicted = [_theory(r.cell, tuple(shapes), inputs, round(q0, 6), round(c0, 6)) for r in runs]
     scales = [p[1] for p in predicted]
     # the measured correlation's sampling noise: B/2 pairs of N-unit cosines
     noise = 3 / math.sqrt(cell0.width * cell0.arch.positions(inputs) * max(grid.batch_size // 2, 1))
-    columns: dict[str, Any] = {
+    return {
         "status": np.where(ok, "ok", "diverged"),
         "reason": np.where(ok, None, "non-finite activations or gradients at initialization"),
         "rng": rng,
@@ -253,19 +303,17 @@ def _compute(
             theory.fit_correlation_scale(stats["corr"][r], s["c_star"], noise)
             for r, s in enumerate(scales)
         ],
-        "probe_seconds": probe_seconds,
     }
-    spectra = pd.DataFrame(columns=SPECTRUM_COLUMNS)
-    ids = [r.id for r in runs]
-    if grid.jacobian:
-        values = jacobian.singular_values(net, x)
-        columns.update(jacobian.summaries(values))
-        spectra = _spectrum_rows(ids, values)
-    depth = cell0.depth
-    layers = pd.DataFrame(
+
+
+def _layer_rows(
+    ids: Sequence[str], depth: int, stats: dict[str, np.ndarray], predicted: list[Prediction]
+) -> pd.DataFrame:
+    """The ``layers`` rows: every statistic of every run and layer, and its prediction."""
+    return pd.DataFrame(
         {
             "run_id": np.repeat(ids, depth),
-            "layer": np.tile(np.arange(1, depth + 1), len(runs)),
+            "layer": np.tile(np.arange(1, depth + 1), len(ids)),
             **{name: stats[name].reshape(-1) for name in STATISTICS},
             **{
                 name: np.concatenate([p[0].get(name, [math.nan] * depth) for p in predicted])
@@ -273,48 +321,49 @@ def _compute(
             },
         }
     )
-    curves = pd.DataFrame(columns=CURVE_COLUMNS)
-    if grid.train_steps and dataset is not None:
-        from initbench.sweeps.train import train_stack
 
-        if progress is not None:
-            progress.set_postfix_str(f"{label}: train", refresh=False)
-        step_share = len(runs) * (1 - share) / grid.train_steps
-        trained = train_stack(
-            net,
-            runs,
-            dataset,
-            grid,
-            on_step=(lambda: progress.update(step_share)) if progress is not None else None,
-        )
-        summary = trained.summaries(grid.target_accuracy, grid.train_steps)
-        columns.update(summary)
-        diverged = ~np.isnan(summary["diverged_step"])
-        columns["status"] = np.where(diverged, "diverged", columns["status"])
-        columns["reason"] = np.where(
-            diverged & ok,
-            [f"non-finite training loss at step {s:.0f}" for s in summary["diverged_step"]],
-            columns["reason"],
-        )
-        n_steps = len(trained.steps)
-        curves = pd.DataFrame(
-            {
-                "run_id": np.repeat(ids, n_steps),
-                "step": np.tile(trained.steps, len(runs)),
-                "train_loss": trained.train_loss.reshape(-1),
-                "train_acc": trained.train_acc.reshape(-1),
-                "test_loss": trained.test_loss.reshape(-1),
-                "test_acc": trained.test_acc.reshape(-1),
-            }
-        )
-    return Records(
-        cell_rows(runs, str(device), **columns),
-        layers,
-        curves,
-        _hist_rows(ids, result, cell0)
-        if result.hists is not None
-        else pd.DataFrame(columns=HIST_COLUMNS),
-        spectra,
+
+def _train(
+    net: Stacked,
+    runs: Sequence[Run],
+    dataset: Dataset,
+    grid: Grid,
+    progress: Progress | None,
+    share: float,
+    columns: dict[str, Any],
+    ok: np.ndarray,
+) -> pd.DataFrame:
+    """Trains the chunk's runs; adds their summaries (and divergence) to ``columns`` and
+    returns their curves."""
+    from initbench.sweeps.train import train_stack
+
+    step_share = len(runs) * (1 - share) / grid.train_steps
+    trained = train_stack(
+        net,
+        runs,
+        dataset,
+        grid,
+        on_step=(lambda: progress.update(step_share)) if progress is not None else None,
+    )
+    summary = trained.summaries(grid.target_accuracy, grid.train_steps)
+    columns.update(summary)
+    diverged = ~np.isnan(summary["diverged_step"])
+    columns["status"] = np.where(diverged, "diverged", columns["status"])
+    columns["reason"] = np.where(
+        diverged & ok,
+        [f"non-finite training loss at step {s:.0f}" for s in summary["diverged_step"]],
+        columns["reason"],
+    )
+    ids, n_steps = [r.id for r in runs], len(trained.steps)
+    return pd.DataFrame(
+        {
+            "run_id": np.repeat(ids, n_steps),
+            "step": np.tile(trained.steps, len(runs)),
+            "train_loss": trained.train_loss.reshape(-1),
+            "train_acc": trained.train_acc.reshape(-1),
+            "test_loss": trained.test_loss.reshape(-1),
+            "test_acc": trained.test_acc.reshape(-1),
+        }
     )
 
 
@@ -331,7 +380,7 @@ def _theory(
     inputs: Inputs,
     second_moment: float,
     input_corr: float,
-) -> tuple[dict[str, list[float]], dict[str, float]]:
+) -> Prediction:
     """A cell's per-layer predictions and depth scales (cached: seeds share them)."""
     act = cell.activation
     weights = [(s, cell.scheme.variance(s, act)) for s in shapes]
