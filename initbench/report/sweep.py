@@ -72,8 +72,9 @@ def sweep_page(
         verdicts,
         trained,
         float(grid.get("target_accuracy", 0.8)),
+        int(grid.get("train_steps") or 0),
     )
-    figures = all_figures(ctx, figures_dir, int(grid.get("train_steps") or 0))
+    figures = all_figures(ctx, figures_dir)
     columns, rows = matrix(verdicts, trained)
     expected = int(results.meta.get("runs", len(cells)))
     return write_page(

@@ -60,6 +60,7 @@ class Context:
     verdicts: pd.DataFrame
     trained: bool
     target: float
+    budget: int = 0  # training steps per run
 
     def __post_init__(self) -> None:
         for frame in (self.cells, self.verdicts):

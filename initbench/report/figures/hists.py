@@ -32,6 +32,9 @@ from initbench.report.figures.base import (
     stem,
 )
 
+PLACE = 1  # where its sections come on the page
+SECTIONS = {"histograms": "Histograms"}
+
 MAX_ROWS = 8
 LAYERS_SHOWN = 5
 SHOWN_BINS = 25  # bounded post-activations: 100 stored bins drawn as 25
@@ -266,6 +269,7 @@ def verdict(table: pd.DataFrame) -> str:
 
 
 def figures(ctx: Context, out: Path) -> list[Figure]:
+    """Every histogram figure of the sweep (none without histograms)."""
     if ctx.hists.empty:
         return []
     made = []

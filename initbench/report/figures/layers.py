@@ -35,6 +35,9 @@ from initbench.report.figures.base import (
     zero_marks,
 )
 
+PLACE = 0  # where its sections come on the page
+SECTIONS = {figure.name: figure.section for figure in layer_figures()}
+
 
 def data(ctx: Context, stat: LayerFigure, keys: dict, groups: list[str]) -> pd.DataFrame:
     """The tidy table one figure draws: measured (mean, lo, hi over seeds) and theory."""

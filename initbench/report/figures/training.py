@@ -33,6 +33,9 @@ from initbench.report.figures.base import (
     stem,
 )
 
+PLACE = 2  # where its sections come on the page
+SECTIONS = {"training": "Training"}
+
 CURVES = {
     "accuracy": ("test_acc", "test accuracy", "Test accuracy while training"),
     "loss": ("train_loss", "training loss (log scale)", "Training loss while training"),
@@ -164,7 +167,9 @@ def steps_verdict(table: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def figures(ctx: Context, out: Path, budget: int) -> list[Figure]:
+def figures(ctx: Context, out: Path) -> list[Figure]:
+    """Every training figure of the sweep (none when it did not train)."""
+    budget = ctx.budget
     if not ctx.trained or ctx.curves.empty:
         return []
     made = []
