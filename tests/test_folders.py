@@ -291,7 +291,12 @@ def test_ctrl_c_of_a_real_report_process_leaves_the_old_report(sweep_copy):
             assert out.startswith("report in") and not err
             before = snapshot(sweep_copy)
             continue
-        assert process.returncode == 130 and err.splitlines() == ["initbench: interrupted"], err
+        assert process.returncode == 130 and err.splitlines() == ["initbench: interrupted"], (
+            delay,
+            process.returncode,
+            out,
+            err,
+        )
         assert snapshot(sweep_copy) == before
 
 

@@ -34,6 +34,10 @@ from initbench.core.errors import UsageError
 from initbench.core.folders import atomic_write_parquet, claim, read_meta, write_meta, writing
 from initbench.sweeps.schema import SCHEMA_VERSION
 
+# Arrow's own Ctrl-C handler, around long reads, re-sends the signal once the read stops:
+# one Ctrl-C could then interrupt twice (the second after initbench has said it stopped).
+pa.enable_signal_handlers(False)
+
 TABLES = ("layers", "curves", "hists", "spectra", "cells")  # cells last marks a chunk done
 WEIGHTS = "weights.parquet"  # each cell's weight signature, written as a sweep begins
 FINISHED = ("ok", "diverged", "skipped")  # failed and oom runs are retried on resume
