@@ -23,7 +23,7 @@ from initbench.sweeps.store import Results
 
 NAME = "modules"
 KEYS = ["order", "module", "kind", "call"]  # one module call (the same in every seed)
-STATISTICS = {
+PANELS = {  # a panel per statistic of the probe: its title
     "out_var": "Output variance per module call",
     "weight_grad_norm": "Weight-gradient norm per module with weights",
 }
@@ -67,7 +67,7 @@ def figure_data(modules: pd.DataFrame) -> pd.DataFrame:
         aggregate(modules, statistic)
         .dropna(subset=["value"])
         .assign(statistic=statistic, kind_of_point="measured")
-        for statistic in STATISTICS
+        for statistic in PANELS
     ]
     return pd.concat(frames, ignore_index=True)[DATA_COLUMNS]
 
@@ -104,7 +104,7 @@ def draw(data: pd.DataFrame, marks: dict[str, pd.Series]):
     """Two panels against forward order, module names on the shared x axis."""
     plt = setup()
     fig, axes = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
-    for ax, (statistic, title) in zip(axes, STATISTICS.items(), strict=True):
+    for ax, (statistic, title) in zip(axes, PANELS.items(), strict=True):
         ax.set_yscale("log")
         _panel(ax, data[data["statistic"] == statistic], statistic)
         ax.set_title(title, fontsize=10)

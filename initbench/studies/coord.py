@@ -61,7 +61,7 @@ SLOPE_COLUMNS = [
     "verdict",
     "points",
 ]
-STATISTICS = ("out_var", "out_abs_mean")
+OUTPUTS = ("out_var", "out_abs_mean")  # taken of every module call's output
 # |slope| <= STABLE: width-stable. The statistic then changes by at most 2^0.1 = 1.07x per
 # doubling of the width (1.15x per fourfold): finite-width corrections and seed noise, far
 # below the 2^0.5 = 1.41x per doubling of the smallest exponent a wrong parametrization gives.
@@ -324,7 +324,7 @@ def _train(
     draw = run_generator(seed, Stream.TRAINING)
     x = torch.randn(shape, generator=draw).to(device)
     step_of = optimizer(net.parameters(), lr=lr)
-    recorder = Recorder(net, device, STATISTICS)
+    recorder = Recorder(net, device, OUTPUTS)
     labels = None
     try:
         for step in range(steps + 1):
@@ -366,7 +366,7 @@ def fit_slopes(records: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for (step, module, call), group in records.groupby(["step", "module", "call"], sort=False):
-        for statistic in STATISTICS:
+        for statistic in OUTPUTS:
             slope, ci, points = _fit(group["width"], group[statistic])
             rows.append(
                 (
