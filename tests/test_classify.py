@@ -236,3 +236,12 @@ def test_schemes_drawing_the_same_weights_are_one_group():
 def test_without_weight_signatures_every_scheme_is_its_own_group():
     grid = Grid(schemes=("xavier_normal[gain=matched]",), activations=("relu",), depths=(2,))
     assert equivalence_groups(grid_cells(grid), None) == {}
+
+
+def test_a_scheme_that_cannot_fill_a_weight_is_its_own_group():
+    """``dirac`` cannot fill an mlp's 2-D weights: it never absorbs ``eye``, whose moments
+    it would share."""
+    grid = Grid(schemes=("eye", "dirac"), activations=("tanh",), depths=(3,), widths=(32,))
+    groups = equivalence_groups(grid_cells(grid), grid.weight_signatures())
+    assert groups[("tanh", "mlp", 3, 32, 0.0, "eye")] == "eye"
+    assert groups[("tanh", "mlp", 3, 32, 0.0, "dirac")] == "dirac"

@@ -277,14 +277,22 @@ class Grid:
     def weight_signatures(self) -> pd.DataFrame:
         """Per cell: ``cell_id`` and ``weights``, what fixes the distribution of every
         weight of its network (:meth:`~initbench.core.schemes.Scheme.signature` on each
-        weight shape, in model order, each shape once). Two schemes of one cell draw the
-        same weights exactly when their ``weights`` are equal."""
+        weight shape, in model order, each shape once; its own id where the scheme cannot
+        fill the shape). Two schemes of one cell draw the same weights exactly when their
+        ``weights`` are equal."""
         import pandas as pd
 
         rows = []
         for cell in self.cells():
             shapes = dict.fromkeys(self.shapes(cell))
-            signature = tuple(cell.scheme.signature(shape, cell.activation) for shape in shapes)
+            signature = tuple(
+                # a scheme that cannot fill a weight shares no group (the weight gets
+                # torch's default, or the run fails)
+                ("not applicable", cell.scheme.id)
+                if cell.scheme.not_applicable(shape)
+                else cell.scheme.signature(shape, cell.activation)
+                for shape in shapes
+            )
             rows.append((cell.id, repr(signature)))
         return pd.DataFrame(rows, columns=["cell_id", "weights"]).astype("string")
 
