@@ -202,3 +202,18 @@ def test_diverged_and_skipped_statuses():
     )
     status = dict(zip(records.cells["scheme_id"], records.cells["status"], strict=True))
     assert status == {"uniform[a=0,b=1]": "diverged", "dirac": "skipped"}
+
+
+def test_a_correlation_at_a_variance_near_float32s_range_does_not_overflow():
+    """The cosine of input pairs is scale-free: weights 2e14 times larger (layer 1's
+    variance about 1e30, squared norms past float32's range when multiplied) give the
+    correlation of unit-scale weights, which are the same draws."""
+    grid = Grid(schemes=("normal[std=1]",), activations=("tanh",), depths=(1,), widths=(32,))
+    corr = {}
+    for std in ("1", "2e14"):
+        run = _run(f"normal[std={std}]", "tanh", depth=1, width=32)
+        layers = compute_chunk([run], grid, CPU, None).layers
+        corr[std] = layers.loc[layers["layer"] == 1, ["pre_var", "corr"]].iloc[0]
+    assert corr["2e14"]["pre_var"] > 1e29
+    assert corr["2e14"]["corr"] == pytest.approx(corr["1"]["corr"], rel=1e-5, abs=1e-6)
+    assert abs(corr["1"]["corr"]) > 1e-3  # a value to compare, not two zeros

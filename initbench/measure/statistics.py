@@ -135,7 +135,8 @@ def pair_correlation(layer: Layer) -> torch.Tensor:
     # squared norms per sample (shared with the variance), of the 2i-th and 2i+1-th
     batch = axes.vector_reduced_batch()
     squares = layer.pre_squares.narrow(batch, 0, 2 * pairs).unflatten(batch, (pairs, 2))
-    norms = squares.select(batch + 1, 0).mul(squares.select(batch + 1, 1)).sqrt_()
+    # sqrt of each before the product: the product of two squared norms overflows float32
+    norms = squares.select(batch + 1, 0).sqrt().mul_(squares.select(batch + 1, 1).sqrt())
     cosine = (a * b).sum(vector).div_(norms)
     return _average_but_run(cosine, axes, vector)
 
