@@ -575,6 +575,12 @@ def main() -> None:
     if _interrupted.is_set() and code != 130:
         typer.echo("initbench: interrupted", err=True)
         code = 130
+    if code == 130:
+        # A Ctrl-C that lands in code run by exec (dataclasses and scipy build functions so)
+        # leaves CPython's "unhandled interrupt" flag set even when caught, and under
+        # ``python -m`` the process then dies by SIGINT instead of exiting 130. Any exec
+        # that finishes clears the flag.
+        exec("")
     sys.exit(code)
 
 

@@ -300,6 +300,27 @@ def test_ctrl_c_of_a_real_report_process_leaves_the_old_report(sweep_copy):
         assert snapshot(sweep_copy) == before
 
 
+def test_ctrl_c_inside_exec_code_still_exits_130(tmp_path):
+    """CPython remembers a Ctrl-C that interrupted exec'd code even when it is caught; under
+    ``python -m`` that turned exit 130 into death by SIGINT."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import initbench.cli as cli\n"
+        "def interrupted(debug):\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        cli._interrupted.set()\n"
+        "    return 0\n"
+        "cli._run = interrupted\n"
+        "cli.main()\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "interrupted_in_exec"], capture_output=True, text=True, env=env
+    )
+    assert (done.returncode, done.stderr) == (130, "initbench: interrupted\n")
+
+
 def test_ctrl_c_while_compacting_keeps_every_finished_run(tmp_path, monkeypatch, capsys):
     from initbench.sweeps import store
 
