@@ -196,6 +196,10 @@ def sweep(
     train_steps: Annotated[int | None, typer.Option(help="Steps per run; 0: probe only.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adam.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    lrs: Annotated[
+        str | None,
+        typer.Option(help="Learning rates to try (comma list); each run keeps its best."),
+    ] = None,
     device: Device = "auto",
     rng: Annotated[
         str, typer.Option(help="host (same numbers on every device), device, or auto.")
@@ -237,6 +241,7 @@ def sweep(
         "train_steps": train_steps,
         "optimizer": optimizer,
         "lr": lr,
+        "lrs": split_list(lrs),
     }
     given = read_toml(config) if config is not None else {}
     given |= {k: v for k, v in flags.items() if v is not None}

@@ -86,6 +86,11 @@ def reference_probe(run: Run, grid: Grid, layer_weights) -> dict[str, list[float
         a, b = v[0 : 2 * pairs : 2], v[1 : 2 * pairs : 2]
         return torch.nn.functional.cosine_similarity(a, b, dim=1).mean().item()
 
+    def rank(h: torch.Tensor) -> float:
+        v = h.flatten(1).double()
+        s = torch.linalg.svdvals(v - v.mean(0))
+        return ((s**2).sum() ** 2 / (s**4).sum() / min(len(v) - 1, v.shape[1])).item()
+
     grad_norms = []
     for layer in names:
         squares = [grad_w.pop(0).pow(2).sum() for _ in layer]
@@ -100,4 +105,5 @@ def reference_probe(run: Run, grid: Grid, layer_weights) -> dict[str, list[float
         "grad_h_var": [g.var(correction=0).item() for g in grad_h],
         "grad_w_norm": grad_norms,
         "corr": [corr(h) for h in pre],
+        "eff_rank": [rank(h) for h in pre],
     }

@@ -56,12 +56,12 @@ def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
     inputs = grid.cell_inputs(runs[0].cell)
     net = model_arch.stack(len(runs), 3, 16, get_activation("relu"), inputs)
     initialize_runs(net, runs, grid, inputs, data)
-    stacked = train_stack(net, runs, data, grid)
+    stacked = train_stack(net, runs, data, grid, grid.lr)
     x_train = model_arch.data_sample(data.x_train)
     for r, run in enumerate(runs):
         model = model_arch.build(3, 16, get_activation("relu"), inputs)
         apply(model, run.cell.scheme, "relu", generator=run_generator(run.seed), fallback=True)
-        optimizer_ = make_optimizer(model.parameters(), grid)
+        optimizer_ = make_optimizer(model.parameters(), grid, grid.lr)
         order = batch_order(run.seed, len(x_train), grid.train_steps, grid.train_batch_size)
         losses = []
         for step in range(grid.train_steps):  # the tutorial's loop
@@ -202,3 +202,33 @@ def test_torchvision_mnist_loads_local_files_and_refuses_to_download(tmp_path):
     assert mnist.x_train.shape == (60, 1, 28, 28) and mnist.x_test.shape == (20, 1, 28, 28)
     with pytest.raises(UsageError, match="--download"):
         load_dataset("fashion_mnist", tmp_path / "empty")
+
+
+def test_several_learning_rates_keep_each_runs_best_one():
+    """With ``lrs``, every run ends as it would have trained alone at its best rate."""
+    base = dict(dataset="digits", train_steps=30, eval_every=10, batch_size=32)
+    runs = _runs(["xavier_normal[gain=matched]", "normal[std=0.01]"], depth=4, act="tanh")
+    data = load_dataset("digits")
+    alone = {}
+    for lr in (0.001, 0.3):
+        cells = compute_chunk(runs, Grid(lr=lr, **base), CPU, data).cells
+        alone[lr] = cells.set_index("run_id")
+    both = compute_chunk(runs, Grid(lrs=(0.001, 0.3), **base), CPU, data).cells.set_index("run_id")
+    for run in runs:
+        scores = {
+            lr: -1.0
+            if cells.loc[run.id, "status"] == "diverged"
+            else cells.loc[run.id, "final_test_acc"]
+            for lr, cells in alone.items()
+        }
+        best = max(scores, key=lambda lr: (scores[lr], -lr))
+        assert both.loc[run.id, "train_lr"] == best
+        assert both.loc[run.id, "final_test_acc"] == pytest.approx(
+            alone[best].loc[run.id, "final_test_acc"], abs=1e-6
+        )
+    assert set(both["train_lr"]) == {0.001, 0.3}  # each rate wins somewhere: a real choice
+
+
+def test_learning_rates_must_be_positive():
+    with pytest.raises(UsageError, match="learning rates must be positive"):
+        Grid(lrs=(0.1, -1.0))

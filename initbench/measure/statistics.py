@@ -141,6 +141,25 @@ def pair_correlation(layer: Layer) -> torch.Tensor:
     return _average_but_run(cosine, axes, vector)
 
 
+def effective_rank(layer: Layer) -> torch.Tensor:
+    """The participation ratio ``(sum s^2)^2 / sum s^4`` of the singular values ``s`` of the
+    batch's centred pre-activations, over its largest possible value ``min(batch - 1,
+    features)``: 1 when every direction carries the same variance, ``1 / min(...)`` when the
+    units compute one thing (rank 1). From the smaller Gram matrix, after scaling each run
+    to a largest value of 1 so that no power overflows float32."""
+    import torch
+
+    axes = layer.axes
+    x = layer.pre.movedim((axes.run, axes.batch), (0, 1)).flatten(2)
+    x = x - x.mean(1, keepdim=True)
+    x = x / x.abs().amax((1, 2), keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)
+    batch, features = x.shape[1], x.shape[2]
+    gram = x @ x.transpose(1, 2) if batch <= features else x.transpose(1, 2) @ x
+    trace = gram.diagonal(dim1=1, dim2=2).sum(1)
+    ratio = trace.square() / torch.linalg.matrix_norm(gram).square()
+    return ratio / min(batch - 1, features)
+
+
 def _average_but_run(t: torch.Tensor, axes: Axes, reduced: tuple[int, ...]) -> torch.Tensor:
     """One value per run: the mean of what is left of a tensor once ``reduced`` are gone."""
     remaining = [d for d in range(3 + len(axes.positions)) if d not in reduced]
@@ -217,6 +236,19 @@ def _correlation_sentence(panel: pd.DataFrame, depth: int) -> str:
     return "; ".join(text) or "no correlation measured"
 
 
+def _rank_sentence(panel: pd.DataFrame, depth: int) -> str:
+    """Which schemes' representations have collapsed to few directions at the last layer."""
+    last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
+    low = last[last["value"] < RANK_COLLAPSED].sort_values("value")
+    if low.empty:
+        return f"no effective rank below {fmt.percent(RANK_COLLAPSED)} at the last layer"
+    listed = ", ".join(f"{r.scheme_id} {fmt.percent(r.value)}" for r in low.itertuples())
+    return f"collapsed to few directions at the last layer: {listed}"
+
+
+RANK_COLLAPSED = 0.05  # an effective rank below this share: the units compute a few things
+
+
 SIGNAL = LayerFigure(
     "signal",
     "Signal",
@@ -260,6 +292,19 @@ CORRELATION = LayerFigure(
     "c-map (Poole et al. 2016). Reaching 1 means the net no longer tells its inputs apart.",
     floor=(0.0, 1.0),
     describe=_correlation_sentence,
+)
+
+RANK = LayerFigure(
+    "rank",
+    "Effective rank",
+    4,
+    "Effective rank of each layer's batch representation (participation ratio)",
+    "share of the largest possible rank",
+    "The participation ratio of the singular values of the batch's centred pre-activations, "
+    "as a share of min(batch - 1, units): near 0 when the units compute the same thing "
+    "(constant weights) or the inputs have merged.",
+    floor=(0.0, 1.0),
+    describe=_rank_sentence,
 )
 
 
@@ -313,6 +358,13 @@ STATISTICS: dict[str, Statistic] = {
             theory="theory_corr",
             divergence=False,
             figure=CORRELATION,
+        ),
+        Statistic(
+            "eff_rank",
+            effective_rank,
+            "participation ratio of the batch's centred pre-activations, over its maximum",
+            divergence=False,
+            figure=RANK,
         ),
     )
 }

@@ -335,17 +335,21 @@ def _train(
 ) -> pd.DataFrame:
     """Trains the chunk's runs; adds their summaries (and divergence) to ``columns`` and
     returns their curves."""
-    from initbench.sweeps.train import train_stack
+    from initbench.sweeps.train import best_of, train_stack
 
-    step_share = len(runs) * (1 - share) / grid.train_steps
-    trained = train_stack(
-        net,
-        runs,
-        dataset,
-        grid,
-        on_step=(lambda: progress.update(step_share)) if progress is not None else None,
-    )
-    summary = trained.summaries(grid.target_accuracy, grid.train_steps)
+    rates = grid.learning_rates
+    step_share = len(runs) * (1 - share) / (grid.train_steps * len(rates))
+    on_step = (lambda: progress.update(step_share)) if progress is not None else None
+    initial = [p.detach().clone() for p in net.parameters()]
+    results = []
+    for lr in rates:
+        with torch.no_grad():  # every learning rate starts from the same initial weights
+            for p, p0 in zip(net.parameters(), initial, strict=True):
+                p.copy_(p0)
+        results.append(train_stack(net, runs, dataset, grid, lr, on_step=on_step))
+    trained, best = best_of(results)
+    columns["train_lr"] = np.asarray(rates)[best]
+    summary = trained.summaries(grid.target_accuracy, grid.train_steps * len(rates))
     columns.update(summary)
     diverged = ~np.isnan(summary["diverged_step"])
     columns["status"] = np.where(diverged, "diverged", columns["status"])

@@ -87,6 +87,9 @@ class Grid:
         train_batch_size: training minibatch size.
         optimizer: ``sgd`` (with momentum) or ``adam``.
         lr: learning rate.
+        lrs: learning rates to train every run at instead (a decade apart, say); each run
+            keeps its outcome at the one where it ends with the best test accuracy, so that
+            an init is not judged by one learning rate. Empty: ``lr`` alone.
         momentum: SGD momentum.
         eval_every: log train/test loss and accuracy every this many steps.
         target_accuracy: test accuracy whose first logged step is ``steps_to_target``.
@@ -111,6 +114,7 @@ class Grid:
     train_batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.01
+    lrs: tuple[float, ...] = ()
     momentum: float = 0.9
     eval_every: int = 25
     target_accuracy: float = 0.8
@@ -173,8 +177,9 @@ class Grid:
             raise UsageError("training needs a dataset: set dataset (--dataset digits)")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}; choose from sgd, adam")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be positive, got {self.lr}")
+        for lr in self.learning_rates:
+            if not (lr > 0 and math.isfinite(lr)):
+                raise UsageError(f"learning rates must be positive, got {lr}")
         if not 0 <= self.momentum < 1:
             raise UsageError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.target_accuracy <= 1:
@@ -238,6 +243,11 @@ class Grid:
     def runs(self) -> list[Run]:
         """Every run (cell x seed)."""
         return [Run(cell, seed) for cell in self.cells() for seed in range(self.seeds)]
+
+    @property
+    def learning_rates(self) -> tuple[float, ...]:
+        """The learning rates every run trains at: ``lrs``, else ``lr``."""
+        return tuple(dict.fromkeys(self.lrs)) or (self.lr,)
 
     def run_count(self) -> int:
         """The number of runs, without building the cells (or loading torch)."""
@@ -307,7 +317,8 @@ class Grid:
 
     def total_flops(self) -> float:
         """The grid's probe and training FLOPs (6 x multiply-adds x examples)."""
-        examples = self.batch_size + self.train_batch_size * self.train_steps
+        trained = self.train_batch_size * self.train_steps * len(self.learning_rates)
+        examples = self.batch_size + trained
         return 6.0 * examples * self.seeds * sum(map(self.macs_per_sample, self.cells()))
 
 

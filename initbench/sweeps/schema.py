@@ -15,7 +15,7 @@ import pandas as pd
 
 from initbench.measure.statistics import STATISTICS, THEORY_COLUMNS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CELL_COLUMNS = {
     "run_id": "string",
@@ -44,6 +44,7 @@ CELL_COLUMNS = {
     "jac_s2_var": "float64",
     "jac_s_max": "float64",
     "jac_s_min": "float64",
+    "train_lr": "float64",
     "steps_to_target": "float64",
     "train_loss_auc": "float64",
     "final_train_loss": "float64",

@@ -33,10 +33,10 @@ def batch_order(seed: int, n: int, steps: int, batch_size: int) -> torch.Tensor:
     return order[: steps * batch_size].view(steps, batch_size)
 
 
-def make_optimizer(params, grid: Grid) -> torch.optim.Optimizer:
+def make_optimizer(params, grid: Grid, lr: float) -> torch.optim.Optimizer:
     if grid.optimizer == "adam":
-        return torch.optim.Adam(params, lr=grid.lr)
-    return torch.optim.SGD(params, lr=grid.lr, momentum=grid.momentum)
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=grid.momentum)
 
 
 @dataclass
@@ -75,6 +75,27 @@ class TrainResult:
         }
 
 
+def best_of(results: Sequence[TrainResult]) -> tuple[TrainResult, np.ndarray]:
+    """Each run's training at the learning rate where it ends with the best test accuracy
+    (one that diverged counts as worst; ties go to the earlier), and that rate's index per
+    run. The wall time is all of them together."""
+    score = np.stack(
+        [
+            np.where(np.isnan(r.diverged_step), np.nan_to_num(r.test_acc[:, -1], nan=-1.0), -2.0)
+            for r in results
+        ]
+    )
+    best = score.argmax(0)
+    runs = np.arange(len(best))
+
+    def pick(name: str) -> np.ndarray:
+        return np.stack([getattr(r, name) for r in results])[best, runs]
+
+    curves = ("train_loss", "train_acc", "test_loss", "test_acc", "diverged_step")
+    seconds = sum(r.seconds for r in results)
+    return TrainResult(results[0].steps, *map(pick, curves), seconds), best
+
+
 def _per_run_loss(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and number correct per run; ``out`` is (R, B, C), ``y`` (R, B)."""
     loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
@@ -102,10 +123,11 @@ def train_stack(
     runs: Sequence[Run],
     dataset: Dataset,
     grid: Grid,
+    lr: float,
     on_step: Callable[[], object] | None = None,
 ) -> TrainResult:
-    """Trains the stacked runs for ``grid.train_steps`` steps, logging every ``eval_every``
-    (``on_step`` is called after every step, for progress bars)."""
+    """Trains the stacked runs at ``lr`` for ``grid.train_steps`` steps, logging every
+    ``eval_every`` (``on_step`` is called after every step, for progress bars)."""
     device = net.device
     arch = runs[0].cell.arch
     x_train = arch.data_sample(dataset.x_train).to(device)
@@ -114,7 +136,7 @@ def train_stack(
     y_test = dataset.y_test.to(device)
     steps, batch = grid.train_steps, grid.train_batch_size
     order = torch.stack([batch_order(r.seed, len(x_train), steps, batch) for r in runs]).to(device)
-    optimizer = make_optimizer(net.parameters(), grid)
+    optimizer = make_optimizer(net.parameters(), grid, lr)
     diverged = torch.full((net.runs,), -1, dtype=torch.long, device=device)
     loss_sum = torch.zeros(net.runs, device=device)
     correct_sum = torch.zeros(net.runs, device=device)
