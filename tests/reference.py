@@ -89,7 +89,7 @@ def reference_probe(run: Run, grid: Grid, layer_weights) -> dict[str, list[float
     def rank(h: torch.Tensor) -> float:
         v = h.flatten(1).double()
         s = torch.linalg.svdvals(v - v.mean(0))
-        return ((s**2).sum() ** 2 / (s**4).sum() / min(len(v) - 1, v.shape[1])).item()
+        return ((s**2).sum() ** 2 / (s**4).sum()).item()
 
     grad_norms = []
     for layer in names:

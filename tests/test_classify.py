@@ -1,6 +1,7 @@
 """Each classification rule on made-up stores, including the contradictions the old report
 made: one scheme both best and failing, a settled tanh called vanishing, a twofold-per-8-
-layers explosion not flagged, gradients of exactly 0 ignored."""
+layers explosion not flagged, gradients of exactly 0 ignored. The mechanism is tested at
+thresholds of 2 bits (``TWO_BITS``); the fitted thresholds on real sweeps in test_rule.py."""
 
 import math
 
@@ -14,9 +15,11 @@ from initbench.report.classify import (
     failing,
     quantity_measures,
 )
+from initbench.report.rule import Rule
 from initbench.sweeps.grid import Grid
 from initbench.sweeps.schema import CELL_COLUMNS
 
+TWO_BITS = Rule(gradient_bits=2.0, signal_bits=2.0, separation=0.0, rank=0.0, dead=math.inf)
 CELL = {"activation": "relu", "arch": "mlp", "width": 64, "bias_var": 0.0}
 
 
@@ -70,7 +73,7 @@ def test_a_variance_that_settles_at_a_fixed_point_is_stable():
     # tanh with the matched gain: the variance drops eightfold over two layers, then holds
     settled = [8.0, 2.0] + [1.0] * 8
     cells, layers = made_up({"tanh_matched": (settled, flat(10))}, depth=10)
-    row = verdict(classify(cells, layers, trained=False), "tanh_matched")
+    row = verdict(classify(cells, layers, trained=False, rule=TWO_BITS), "tanh_matched")
     assert row["signal_change"] == pytest.approx(-3.0, abs=0.1)
     assert row["signal"] == "stable" and row["recommended"]
 
@@ -79,18 +82,29 @@ def test_a_collapse_that_then_holds_is_not_stable():
     # sigmoid with eye weights: the variance falls 2^-46 over ten layers, then holds
     collapsed = [2.0 ** -min(layer * 4.6, 46) for layer in range(30)]
     cells, layers = made_up({"eye": (collapsed, flat(30))}, depth=30)
-    row = verdict(classify(cells, layers, trained=False), "eye")
+    row = verdict(classify(cells, layers, trained=False, rule=TWO_BITS), "eye")
     assert row["signal_change"] == pytest.approx(-46, abs=0.1)
     assert row["signal"] == "vanishing"
 
 
-def test_a_variance_that_keeps_falling_is_vanishing():
-    # tanh with Xavier gain 1: q_l ~ 1 / (2 l), polynomial decay, still falling at the end
+def test_a_power_law_decay_with_steady_gradients_is_critical_not_vanishing():
+    # tanh with Xavier gain 1: q_l ~ 1 / (2 l), chi1 = 1: the edge of chaos, which trains
     decaying = [1 / (2 * (layer + 1)) for layer in range(15)]
-    cells, layers = made_up({"xavier_unit": (decaying, flat(15))}, depth=15)
-    row = verdict(classify(cells, layers, trained=False), "xavier_unit")
+    cells, layers = made_up({"xavier_unit": (decaying, flat(15))}, depth=15, chi1=1.0)
+    row = verdict(classify(cells, layers, trained=False, rule=TWO_BITS), "xavier_unit")
     assert row["signal_change"] == pytest.approx(math.log2(1 / 15), abs=0.1)
-    assert row["signal"] == "vanishing" and not row["recommended"]
+    assert row["signal_exponent"] == pytest.approx(-1, abs=0.05)
+    assert row["signal"] == "critical" and row["predicted"] == "trains" and row["recommended"]
+
+
+def test_an_exponential_decay_of_the_same_size_is_vanishing():
+    # the same fall end to end, as a constant factor per layer: exponential, not critical
+    decaying = [(1 / 15) ** (layer / 14) for layer in range(15)]
+    cells, layers = made_up({"small": (decaying, flat(15))}, depth=15, chi1=1.0)
+    row = verdict(classify(cells, layers, trained=False, rule=TWO_BITS), "small")
+    assert row["signal_change"] == pytest.approx(math.log2(1 / 15), abs=0.1)
+    assert row["signal_exponent"] < -2
+    assert row["signal"] == "vanishing" and row["failure"] == "signal vanishing"
 
 
 def test_a_slow_explosion_over_many_layers_is_flagged():
@@ -100,7 +114,7 @@ def test_a_slow_explosion_over_many_layers_is_flagged():
     cells, layers = made_up(
         {"xavier_1.5": (growing, flat(50)), "kaiming": (flat(50), flat(50))}, depth=50, noise=0.3
     )
-    verdicts = classify(cells, layers, trained=False)
+    verdicts = classify(cells, layers, trained=False, rule=TWO_BITS)
     assert verdict(verdicts, "xavier_1.5")["signal"] == "exploding"
     assert verdict(verdicts, "kaiming")["signal"] == "stable"
     assert verdicts.loc[verdicts["recommended"], "scheme_id"].tolist() == ["kaiming"]
@@ -109,7 +123,7 @@ def test_a_slow_explosion_over_many_layers_is_flagged():
 def test_gradients_of_exactly_zero_vanish():
     zero = [0.0] * 5
     cells, layers = made_up({"zeros": (flat(5), zero), "ok": (flat(5), flat(5))}, depth=5)
-    verdicts = classify(cells, layers, trained=False)
+    verdicts = classify(cells, layers, trained=False, rule=TWO_BITS)
     row = verdict(verdicts, "zeros")
     assert row["gradients"] == "vanishing" and row["gradients_change"] == -math.inf
     assert not row["recommended"] and verdict(verdicts, "ok")["recommended"]
@@ -119,7 +133,7 @@ def test_a_run_that_diverged_at_initialization_explodes():
     cells, layers = made_up({"huge": (flat(4), flat(4))}, depth=4)
     cells["status"] = "diverged"
     cells["reason"] = "non-finite activations or gradients at initialization"
-    row = verdict(classify(cells, layers, trained=False), "huge")
+    row = verdict(classify(cells, layers, trained=False, rule=TWO_BITS), "huge")
     assert row["signal"] == "exploding" and not row["recommended"]
 
 
@@ -130,7 +144,7 @@ def test_the_best_scheme_is_never_also_failing():
         {"vanish": (vanishing, flat(8)), "a": (flat(8), flat(8)), "b": (flat(8), [1.3] * 8)},
         depth=8,
     )
-    verdicts = classify(cells, layers, trained=False)
+    verdicts = classify(cells, layers, trained=False, rule=TWO_BITS)
     assert not (verdicts["recommended"] & failing(verdicts, trained=False)).any()
     assert not verdict(verdicts, "vanish")["recommended"]
 
@@ -147,7 +161,7 @@ def test_ties_are_said_and_clear_losers_are_not_recommended():
     schemes = {name: (flat(5), flat(5)) for name in accuracy}
     steps = {name: [50.0] * 3 for name in accuracy}
     cells, layers = made_up(schemes, depth=5, final_test_acc=accuracy, steps_to_target=steps)
-    verdicts = classify(cells, layers, trained=True)
+    verdicts = classify(cells, layers, trained=True, rule=TWO_BITS)
     assert set(verdicts.loc[verdicts["recommended"], "scheme_id"]) == {"best", "close", "behind"}
     assert set(verdicts["training"]) == {"trains"}
 
@@ -155,7 +169,7 @@ def test_ties_are_said_and_clear_losers_are_not_recommended():
 def test_with_one_seed_every_scheme_that_passes_is_tied():
     schemes = {"a": (flat(4), flat(4)), "b": (flat(4), [2.0] * 4)}
     cells, layers = made_up(schemes, depth=4, seeds=1)
-    verdicts = classify(cells, layers, trained=False)
+    verdicts = classify(cells, layers, trained=False, rule=TWO_BITS)
     assert verdicts["recommended"].all()
     assert verdicts["signal_ci"].isna().all()  # no interval from one seed
 
@@ -172,7 +186,7 @@ def test_training_labels():
     cells, layers = made_up(
         schemes, depth=3, steps_to_target=steps, diverged_step=diverged, final_test_acc=acc
     )
-    verdicts = classify(cells, layers, trained=True).set_index("scheme_id")
+    verdicts = classify(cells, layers, trained=True, rule=TWO_BITS).set_index("scheme_id")
     assert verdicts["training"].to_dict() == {
         "trains": "trains",
         "stalls": "stalls",

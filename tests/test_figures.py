@@ -283,3 +283,21 @@ def test_training_figures_draw_their_data_and_the_data_is_the_store(store):
         bar = bars[f"bar|{row.scheme_id}|{row.activation}|{row.depth}"]
         expected = row.value if math.isfinite(row.value) else 10 * 1.05  # never: to the budget
         assert bar.get_width() == pytest.approx(expected)
+
+
+def test_every_recommended_group_is_drawn_however_many_there_are():
+    from initbench.report.figures.base import MAX_GROUPS
+
+    count = MAX_GROUPS + 3
+    rows = pd.DataFrame(
+        {
+            "group": [f"g{i}" for i in range(count + 2)],
+            "note": "",
+            "recommended": [True] * count + [False, False],
+            "signal": "stable",
+            "signal_change": np.linspace(0, 1, count + 2),
+        }
+    )
+    drawn_groups, folded = choose_groups(rows)
+    assert drawn_groups == [f"g{i}" for i in range(count)]
+    assert folded == [f"g{count}", f"g{count + 1}"]

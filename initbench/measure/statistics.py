@@ -143,10 +143,10 @@ def pair_correlation(layer: Layer) -> torch.Tensor:
 
 def effective_rank(layer: Layer) -> torch.Tensor:
     """The participation ratio ``(sum s^2)^2 / sum s^4`` of the singular values ``s`` of the
-    batch's centred pre-activations, over its largest possible value ``min(batch - 1,
-    features)``: 1 when every direction carries the same variance, ``1 / min(...)`` when the
-    units compute one thing (rank 1). From the smaller Gram matrix, after scaling each run
-    to a largest value of 1 so that no power overflows float32."""
+    batch's centred pre-activations: how many directions carry the batch's variance, from
+    1 (the units compute one thing, as under constant weights) to ``min(batch - 1,
+    features)`` (every direction the same). From the smaller Gram matrix, after scaling
+    each run to a largest value of 1 so that no power overflows float32."""
     import torch
 
     axes = layer.axes
@@ -156,8 +156,7 @@ def effective_rank(layer: Layer) -> torch.Tensor:
     batch, features = x.shape[1], x.shape[2]
     gram = x @ x.transpose(1, 2) if batch <= features else x.transpose(1, 2) @ x
     trace = gram.diagonal(dim1=1, dim2=2).sum(1)
-    ratio = trace.square() / torch.linalg.matrix_norm(gram).square()
-    return ratio / min(batch - 1, features)
+    return trace.square() / torch.linalg.matrix_norm(gram).square()
 
 
 def _average_but_run(t: torch.Tensor, axes: Axes, reduced: tuple[int, ...]) -> torch.Tensor:
@@ -241,12 +240,12 @@ def _rank_sentence(panel: pd.DataFrame, depth: int) -> str:
     last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
     low = last[last["value"] < RANK_COLLAPSED].sort_values("value")
     if low.empty:
-        return f"no effective rank below {fmt.percent(RANK_COLLAPSED)} at the last layer"
-    listed = ", ".join(f"{r.scheme_id} {fmt.percent(r.value)}" for r in low.itertuples())
-    return f"collapsed to few directions at the last layer: {listed}"
+        return f"every scheme keeps {RANK_COLLAPSED:g} or more directions at the last layer"
+    listed = ", ".join(f"{r.scheme_id} {fmt.number(r.value)}" for r in low.itertuples())
+    return f"fewer than {RANK_COLLAPSED:g} directions at the last layer: {listed}"
 
 
-RANK_COLLAPSED = 0.05  # an effective rank below this share: the units compute a few things
+RANK_COLLAPSED = 1.5  # effective directions: below this the units compute about one thing
 
 
 SIGNAL = LayerFigure(
@@ -299,11 +298,11 @@ RANK = LayerFigure(
     "Effective rank",
     4,
     "Effective rank of each layer's batch representation (participation ratio)",
-    "share of the largest possible rank",
-    "The participation ratio of the singular values of the batch's centred pre-activations, "
-    "as a share of min(batch - 1, units): near 0 when the units compute the same thing "
-    "(constant weights) or the inputs have merged.",
-    floor=(0.0, 1.0),
+    "effective directions",
+    "The participation ratio of the singular values of the batch's centred pre-activations: "
+    "how many directions carry its variance. 1 when every unit computes the same thing "
+    "(constant weights).",
+    floor=(1.0, 4.0),
     describe=_rank_sentence,
 )
 
@@ -362,7 +361,7 @@ STATISTICS: dict[str, Statistic] = {
         Statistic(
             "eff_rank",
             effective_rank,
-            "participation ratio of the batch's centred pre-activations, over its maximum",
+            "participation ratio of the batch's centred pre-activations (effective directions)",
             divergence=False,
             figure=RANK,
         ),

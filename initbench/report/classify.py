@@ -1,45 +1,42 @@
 """One classification per scheme and cell, used by every table, caption and summary.
 
-**Signal** (forward) and **gradients** (backward) each get ``stable``, ``vanishing`` or
-``exploding`` from the same rule. For a run, the signal's change is
-``log2(pre_var[depth] / pre_var[1])``; the gradients' is ``log2(grad_h_var[1] /
-grad_h_var[depth])`` (the backward signal, from the last hidden layer to the first).
-Over a cell's seeds these give a mean and a 95% interval. At finite width the log-variance
-moves like a random walk with independent steps from layer to layer (Hanin & Nica 2019),
-so the interval comes from the per-layer steps: their spread around each layer's mean
-step over seeds gives ``(seeds - 1) x (depth - 1)`` degrees of freedom instead of
-``seeds - 1``, and a few seeds already tell a real drift from noise.
+**Signal** (forward) and **gradients** (backward) are measured per run as the change
+``log2(pre_var[depth] / pre_var[1])`` and ``log2(grad_h_var[1] / grad_h_var[depth])``
+(the backward signal, from the last hidden layer to the first). Over a cell's seeds these
+give a mean and a 95% interval. At finite width the log-variance moves like a random walk
+with independent steps from layer to layer (Hanin & Nica 2019), so the interval comes
+from the per-layer steps: their spread around each layer's mean step over seeds gives
+``(seeds - 1) x (depth - 1)`` degrees of freedom instead of ``seeds - 1``, and a few seeds
+already tell a real drift from noise. A quantity *settled* when over the deep half of the
+network (at least 3 layers) its fitted per-layer trend moves it by at most
+``rule.SETTLED`` bits within ``rule.SETTLED_LIMIT`` bits of where it started (a fixed
+point such as tanh's with the matched gain).
 
-- ``vanishing``: the interval lies below ``-THRESHOLD`` bits (the quantity ends up less
-  than a quarter of where it started), or a run's quantity is exactly 0.
-- ``exploding``: the interval lies above ``+THRESHOLD`` bits, or a run is non-finite.
-- otherwise ``stable``; and a candidate for vanishing or exploding is ``stable`` after all
-  when it *settled*: over the deep half of the network (at least 3 layers) the fitted
-  per-layer trend changes it by at most ``SETTLED`` bits (a fixed point such as tanh's
-  with the matched gain, where the variance moves early and then holds), unless its mean
-  change goes beyond ``SETTLED_LIMIT`` bits (a 64-fold change: the signal has collapsed or
-  blown up, and a fixed point there keeps nothing of it).
-  With one seed there is no interval and the mean decides.
+Beside them: the signal's power-law exponent over the deep half (``critical`` decay), the
+last layer's input-pair correlation, effective rank and dead share, the measured ``chi1``
+(the gradients' per-layer factor) beside the mean-field one, and the gradient depth scale.
+:mod:`initbench.report.rule` turns these into labels and a prediction (``trains`` or
+``fails``, with its failure modes), by thresholds fitted against training.
 
 **Training** (when the sweep trains): ``diverges`` if any seed's loss went non-finite,
 ``trains`` if most seeds reach ``target_accuracy``, else ``stalls``.
 
 **Equivalent schemes**: two schemes whose weights have the same distribution on every
 weight of the cell's network (same kind and moments: ``xavier_normal[gain=matched]`` and
-``kaiming_normal[mode=fan_in,nonlinearity=matched]`` on square layers) form one group.
+``kaiming_normal[mode=fan_in,nonlinearity=matched]`` on square layers) form one group; a
+scheme that cannot fill a weight of the cell shares no group.
 
 **Failing** is judged on what the sweep measures last: training when it trained
-(``stalls`` or ``diverges``; a signal or gradients that vanish or explode are then
-*warnings*: the scheme trains here, but the drift predicts trouble deeper or at other
-learning rates), else the signal and the gradients (anything but ``stable``).
+(``stalls`` or ``diverges``; a predicted failure is then a *warning*), else the prediction.
 
 **Recommended**: the groups that fail nothing and are statistically tied with the best of
-them. The best has the highest mean final test accuracy (trained) or the smallest mean of
-``|signal change| + |gradient change|`` (probe only). A group is set apart from the best
-only when two tests agree: the 95% interval of the paired per-seed difference (seeds
-share their random streams across schemes) lies below 0, and the 95% intervals of the two
-means do not overlap. With one seed nothing can be told apart, and every group that fails
-nothing is recommended.
+them. The best has the highest mean final test accuracy (trained) or the smallest mean
+drift (probe only: ``|gradient change|`` plus ``|signal change|`` unless the signal is
+critical). A group is set apart from the best only when two tests agree: the 95% interval
+of the paired per-seed difference (seeds share their random streams across schemes) lies
+below 0, and the 95% intervals of the two means do not overlap. With one seed nothing can
+be told apart, and every group that fails nothing is recommended. A trained sweep also
+gets ``probe_recommended``: what the probe alone would have recommended.
 """
 
 from __future__ import annotations
@@ -50,13 +47,11 @@ import numpy as np
 import pandas as pd
 
 from initbench.core.intervals import mean_interval, t_quantile
+from initbench.report.rule import RULE, Rule, predict
 
-THRESHOLD = 2.0  # bits: a fourfold change end to end
-SETTLED = 0.5  # bits over the deep half: the quantity has stopped moving
-SETTLED_LIMIT = 6.0  # bits: no change beyond this is stable, settled or not
 MIN_SETTLE_LAYERS = 3
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
-SIGNALS = ("stable", "vanishing", "exploding")
+SIGNALS = ("stable", "critical", "vanishing", "exploding")
 TRAINING = ("trains", "stalls", "diverges")
 
 
@@ -67,11 +62,12 @@ def quantity_measures(y: np.ndarray) -> dict[str, float]:
     Returns:
         ``change`` (mean over seeds of the end-to-end change, bits), ``ci`` (its 95%
         half-width), ``settle`` (bits moved over the deep half by the fitted trend, mean
-        over seeds), ``zero`` and ``nonfinite`` (1.0 if any value is exactly 0 or not
-        finite, else 0.0).
+        over seeds), ``exponent`` (the slope of ``y`` against ``log2`` of the position in
+        the pass over the deep half: -1 for a quantity that falls as ``1 / l``), ``zero``
+        and ``nonfinite`` (1.0 if any value is exactly 0 or not finite, else 0.0).
     """
     seeds, layers = y.shape
-    out = {"change": math.nan, "ci": math.nan, "settle": math.nan}
+    out = {"change": math.nan, "ci": math.nan, "settle": math.nan, "exponent": math.nan}
     out["zero"] = float(np.isneginf(y).any())
     out["nonfinite"] = float((np.isposinf(y) | np.isnan(y)).any())
     if out["zero"] or out["nonfinite"] or layers < 2:
@@ -87,14 +83,23 @@ def quantity_measures(y: np.ndarray) -> dict[str, float]:
         x = np.arange(layers)[deep].astype(float)
         slopes = np.polyfit(x, y[:, deep].T, 1)[0]
         out["settle"] = float(slopes.mean() * (x.max() - x.min()))
+        out["exponent"] = float(np.polyfit(np.log2(x + 1), y[:, deep].T, 1)[0].mean())
     return out
 
 
+def probed(cells: pd.DataFrame) -> pd.Series:
+    """Runs whose probe finished: ``ok``, or ``diverged`` later, in training (the network
+    at initialization was measured all the same)."""
+    in_training = cells["reason"].fillna("").str.startswith("non-finite training loss")
+    return (cells["status"] == "ok") | ((cells["status"] == "diverged") & in_training)
+
+
 def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per cell and scheme: the signal's and the gradients' measures over the ok runs; and
-    per run: each quantity's end-to-end change (bits)."""
-    ok = cells.loc[cells["status"] == "ok", [*CELL_KEYS, "scheme_id", "run_id"]]
-    merged = layers[["run_id", "layer", "pre_var", "grad_h_var"]].merge(ok, on="run_id")
+    """Per cell and scheme: the signal's and the gradients' measures over the runs whose
+    probe finished (:func:`probed`); and per run: each quantity's end-to-end change (bits)."""
+    ok = cells.loc[probed(cells), [*CELL_KEYS, "scheme_id", "run_id", "chi1", "input_corr"]]
+    last = [c for c in LAST_LAYER if c in layers]  # stores from before a statistic lack it
+    merged = layers[["run_id", "layer", "pre_var", "grad_h_var", *last]].merge(ok, on="run_id")
     merged = merged.sort_values(["run_id", "layer"])
     rows, per_run = [], []
     for key, group in merged.groupby([*CELL_KEYS, "scheme_id"], sort=False, dropna=False):
@@ -110,31 +115,26 @@ def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFra
                 y = np.log2(values[:, ::-1] if backward else values)
                 totals[f"{name}_total"] = y[:, -1] - y[:, 0]
             row |= {f"{name}_{k}": v for k, v in quantity_measures(y).items()}
+        deepest = group[group["layer"] == group["layer"].max()]
+        if "corr" in deepest:  # per run: bits of the inputs' distinguishability lost
+            kept = (1 - deepest["corr"].to_numpy(float)) / (
+                1 - deepest["input_corr"].to_numpy(float)
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                totals["separation_total"] = np.log2(kept)
+        for column, name in LAST_LAYER.items():
+            row[name] = float(deepest[column].mean()) if column in deepest else math.nan
+        runs = group.drop_duplicates("run_id")
+        row["chi1_theory"] = float(runs["chi1"].mean())
+        row["input_corr"] = float(runs["input_corr"].mean())
         rows.append(row)
         per_run.append(pd.DataFrame(totals))
-    runs = (
-        pd.concat(per_run)
-        if per_run
-        else pd.DataFrame(columns=["run_id", "signal_total", "gradients_total"])
-    )
+    runs = pd.concat(per_run) if per_run else pd.DataFrame(columns=["run_id", *TOTALS])
     return pd.DataFrame(rows, columns=[*CELL_KEYS, "scheme_id"] if not rows else None), runs
 
 
-def classify_change(measures: dict[str, float], name: str) -> str:
-    """``stable``, ``vanishing`` or ``exploding`` from one quantity's measures."""
-    if measures.get(f"{name}_zero") == 1:
-        return "vanishing"
-    if measures.get(f"{name}_nonfinite") == 1:
-        return "exploding"
-    mean, half = measures[f"{name}_change"], measures[f"{name}_ci"]
-    if math.isnan(mean):
-        return ""
-    lo, hi = (mean, mean) if math.isnan(half) else (mean - half, mean + half)
-    label = "vanishing" if hi < -THRESHOLD else "exploding" if lo > THRESHOLD else "stable"
-    settled = abs(measures[f"{name}_settle"]) <= SETTLED and abs(mean) <= SETTLED_LIMIT
-    if label != "stable" and settled:
-        return "stable"
-    return label
+LAST_LAYER = {"corr": "corr_last", "eff_rank": "rank_last", "dead_frac": "dead_last"}
+TOTALS = ("signal_total", "gradients_total", "separation_total")
 
 
 def classify_training(runs: pd.DataFrame) -> str:
@@ -150,6 +150,7 @@ def classify(
     layers: pd.DataFrame,
     trained: bool,
     groups: dict[tuple, str] | None = None,
+    rule: Rule = RULE,
 ) -> pd.DataFrame:
     """Every scheme and cell's classification: one row per (cell keys, scheme).
 
@@ -159,14 +160,19 @@ def classify(
         trained: the sweep trained (classify training, rank by accuracy).
         groups: ``(activation, arch, depth, width, bias_var, scheme_id) -> group`` for
             equivalent schemes (default: every scheme its own group).
+        rule: the thresholds that turn measures into a prediction.
 
     Returns:
         Columns ``activation, arch, depth, width, bias_var, scheme_id, group, signal,
-        gradients, training, recommended`` and the numbers behind them (see
+        gradients, predicted, failure, training, recommended`` (and
+        ``probe_recommended`` when trained) and the numbers behind them (see
         ``docs/report.md``).
     """
     cells = cells.copy()
     cells["bias_var"] = cells["bias_var"].fillna(0.0)
+    for column in ("chi1", "input_corr"):
+        if column not in cells:
+            cells[column] = math.nan
     keys = [*CELL_KEYS, "scheme_id"]
     measures, totals = cell_measures(cells, layers)
     measures = measures.set_index(keys)
@@ -178,10 +184,22 @@ def classify(
         found = measures.loc[key].to_dict() if key in measures.index else {}
         rows.append(row | _classify_cell(runs, found, trained))
     verdicts = pd.DataFrame(rows)
+    labels = predict(verdicts, rule)
+    for column in labels:
+        verdicts[column] = labels[column]
+    missing = verdicts["note"] != ""
+    verdicts.loc[missing, ["signal", "gradients", "predicted", "failure"]] = ""
     verdicts["recommended"] = False
+    if trained:
+        verdicts["probe_recommended"] = False
     for _, cell in verdicts.groupby(CELL_KEYS, sort=False, dropna=False):
         verdicts.loc[_tied_with_best(cell, cells, trained), "recommended"] = True
+        if trained:
+            verdicts.loc[_tied_with_best(cell, cells, False), "probe_recommended"] = True
     return verdicts
+
+
+MEASURES = ("change", "ci", "settle", "exponent", "zero", "nonfinite")
 
 
 def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[str, object]:
@@ -199,13 +217,24 @@ def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[st
         values = {f"{name}_{k}": measures.get(f"{name}_{k}", math.nan) for k in MEASURES}
         if diverged.any():
             values[f"{name}_nonfinite"] = 1.0
-        row[name] = "" if note else classify_change(values, name)
-        row[f"{name}_change"] = values[f"{name}_change"]
-        row[f"{name}_ci"] = values[f"{name}_ci"]
-        if values[f"{name}_zero"] == 1:
-            row[f"{name}_change"] = -math.inf
-        elif values[f"{name}_nonfinite"] == 1:
-            row[f"{name}_change"] = math.inf
+        row |= values
+    for name in ("corr_last", "rank_last", "dead_last", "chi1_theory", "input_corr"):
+        row[name] = measures.get(name, math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kept = np.float64(1 - row["corr_last"]) / np.float64(1 - row["input_corr"])
+    row["separation_last"] = float(kept)  # the share of the inputs' distinguishability kept
+    depth = int(runs["depth"].iloc[0])
+    per_layer = row["gradients_change"] / max(depth - 1, 1)  # bits per layer, backward
+    row["chi1_measured"] = 2.0**per_layer
+    row["depth_scale"] = 1 / abs(per_layer * math.log(2)) if per_layer else math.inf
+    if row["gradients_zero"] == 1:
+        row["gradients_change"] = -math.inf
+    elif row["gradients_nonfinite"] == 1:
+        row["gradients_change"] = math.inf
+    if row["signal_zero"] == 1:
+        row["signal_change"] = -math.inf
+    elif row["signal_nonfinite"] == 1:
+        row["signal_change"] = math.inf
     row["training"] = ""
     if trained:
         if not note:
@@ -218,38 +247,34 @@ def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[st
     return row
 
 
-MEASURES = ("change", "ci", "settle", "zero", "nonfinite")
-
-
 def failing(verdicts: pd.DataFrame, trained: bool) -> pd.Series:
     """Rows that fail what the sweep is judged on: training (``stalls``, ``diverges``)
-    when it trained, else the signal or the gradients (not ``stable``); and rows with no
-    finished run."""
+    when it trained, else the prediction (``fails``); and rows with no finished run."""
     if trained:
         bad = verdicts["training"].isin(["stalls", "diverges"])
     else:
-        bad = (verdicts["signal"] != "stable") | (verdicts["gradients"] != "stable")
+        bad = verdicts["predicted"] == "fails"
     return bad | (verdicts["note"] != "")
 
 
 def warnings(row: pd.Series | object, trained: bool) -> list[str]:
-    """Diagnostics of a trained row that do not fail it: a signal or gradients that vanish
-    or explode (trouble at greater depth, or at other learning rates)."""
-    if not trained or getattr(row, "note", ""):
+    """Diagnostics of a trained row that do not fail it: the failure modes the probe
+    predicts (trouble at greater depth, or at other learning rates)."""
+    if not trained or getattr(row, "note", "") or not getattr(row, "failure", ""):
         return []
-    return [
-        f"{name} {getattr(row, name)}"
-        for name in ("signal", "gradients")
-        if getattr(row, name) not in ("stable", "")
-    ]
+    return str(row.failure).split(", ")
 
 
-def _metric(runs: pd.DataFrame, trained: bool) -> pd.Series:
-    """Per run, higher is better: final test accuracy, or minus the total drift
-    (``|signal change| + |gradient change|``)."""
+def _metric(runs: pd.DataFrame, trained: bool, critical: set[str]) -> pd.Series:
+    """Per run, higher is better: final test accuracy, or minus the drift in bits:
+    ``|gradient change|``, plus ``|signal change|`` unless the scheme's signal is critical
+    (a power-law decay is what criticality looks like, not a drift), plus the bits of the
+    input pairs' distinguishability lost or gained by the last layer."""
     if trained:
         return runs["final_test_acc"].astype(float)
-    return -(runs["signal_total"].abs() + runs["gradients_total"].abs())
+    signal = runs["signal_total"].abs().where(~runs["scheme_id"].isin(critical), 0.0)
+    separation = runs.get("separation_total", pd.Series(0.0, index=runs.index))
+    return -(signal + runs["gradients_total"].abs() + separation.abs().fillna(0.0))
 
 
 def _tied_with_best(cell: pd.DataFrame, runs: pd.DataFrame, trained: bool) -> list[int]:
@@ -261,11 +286,14 @@ def _tied_with_best(cell: pd.DataFrame, runs: pd.DataFrame, trained: bool) -> li
     mask = np.ones(len(runs), dtype=bool)
     for key in CELL_KEYS:
         mask &= (runs[key] == keys[key]).to_numpy()
-    here = runs[mask & (runs["status"] == "ok").to_numpy()]
-    metric = here.assign(metric=_metric(here, trained)).pivot_table(
+    finished = (runs["status"] == "ok") if trained else probed(runs)
+    here = runs[mask & finished.to_numpy()]
+    critical = set(cell.loc[cell["signal"] == "critical", "scheme_id"])
+    metric = here.assign(metric=_metric(here, trained, critical)).pivot_table(
         index="seed", columns="scheme_id", values="metric", aggfunc="first"
     )
-    means = metric[eligible["scheme_id"]].mean()
+    present = [s for s in eligible["scheme_id"] if s in metric]
+    means = metric[present].mean() if present else pd.Series(dtype=float)
     if means.isna().all():
         return list(eligible.index)
     best = means.idxmax()
@@ -275,7 +303,9 @@ def _tied_with_best(cell: pd.DataFrame, runs: pd.DataFrame, trained: bool) -> li
         if scheme == best:
             tied.append(index)
             continue
-        if not _separated(metric[scheme].to_numpy(float), metric[best].to_numpy(float)):
+        if scheme in metric and not _separated(
+            metric[scheme].to_numpy(float), metric[best].to_numpy(float)
+        ):
             tied.append(index)
     return tied
 

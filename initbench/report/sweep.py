@@ -8,14 +8,8 @@ import pandas as pd
 
 from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report.classify import (
-    CELL_KEYS,
-    SETTLED,
-    SETTLED_LIMIT,
-    THRESHOLD,
-    classify,
-    equivalence_groups,
-)
+from initbench.report import rule
+from initbench.report.classify import CELL_KEYS, classify, equivalence_groups
 from initbench.report.figures import SECTIONS, Context, all_figures
 from initbench.report.pages import Page, provenance, write_page
 from initbench.report.tables import cell_tables, matrix
@@ -26,6 +20,8 @@ VERDICT_COLUMNS = [
     "scheme_id",
     "signal",
     "gradients",
+    "predicted",
+    "failure",
     "training",
     "recommended",
     "group",
@@ -98,11 +94,22 @@ def sweep_page(
         ],
         trained=trained,
         summary=summary(cells, results.meta),
-        threshold=f"{2**THRESHOLD:.0f}",
-        settled=f"{2**SETTLED:.2g}",
-        settled_limit=f"{2**SETTLED_LIMIT:.0f}",
+        rule=rule.RULE,
+        rule_text=rule.RULE.as_text(),
+        settled=f"{2**rule.SETTLED:.2g}",
+        settled_limit=f"{2**rule.SETTLED_LIMIT:.0f}",
+        critical=f"{rule.CRITICAL_EXPONENT:g}",
+        checked=_checked(verdicts) if trained else None,
         target=fmt.percent(float(grid.get("target_accuracy", 0.8))),
     )
+
+
+def _checked(verdicts: pd.DataFrame) -> dict:
+    """The probe's prediction against this sweep's training: the confusion matrix (as
+    HTML) and the agreement numbers (:func:`~initbench.report.rule.agreement`)."""
+    found = rule.agreement(verdicts, verdicts["probe_recommended"])
+    table = rule.confusion(verdicts).rename_axis(index="predicted", columns="training")
+    return found | {"confusion": table.to_html(border=0), "percent": fmt.percent}
 
 
 def _table_html(view: pd.DataFrame) -> str:

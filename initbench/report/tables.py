@@ -35,15 +35,20 @@ def failures(row, trained: bool) -> list[str]:
         return ["not applicable" if row.note.startswith("not applicable") else "no run finished"]
     if trained:
         return [row.training] if row.training in ("stalls", "diverges") else []
-    return [
-        f"{name} {getattr(row, name)}"
-        for name in ("signal", "gradients")
-        if getattr(row, name) != "stable"
-    ]
+    return row.failure.split(", ") if row.failure else []
 
 
-def _change(row, name: str) -> str:
-    return fmt.factor(getattr(row, f"{name}_change"))
+def mode_value(row, mode: str) -> str:
+    """The number behind a failure mode (``gradients vanishing``, ``rank collapse``, ...)."""
+    row = row if isinstance(row, pd.Series) else pd.Series(row._asdict())
+    name = mode.split()[0]
+    if name in ("signal", "gradients"):
+        return fmt.factor(row[f"{name}_change"])
+    column = {"correlation": "corr_last", "rank": "rank_last", "dead": "dead_last"}.get(name)
+    if column is None:
+        return ""
+    value = float(row[column])
+    return fmt.number(value) if name == "correlation" else fmt.percent(value)
 
 
 def verdict_word(row, trained: bool) -> str:
@@ -52,7 +57,7 @@ def verdict_word(row, trained: bool) -> str:
     word = (
         "★ recommended" if row.recommended else ", ".join(bad) or "passes, not tied with the best"
     )
-    warned = [f"{w} ({_change(row, w.split()[0])})" for w in warnings(row, trained)]
+    warned = [f"{w} ({mode_value(row, w)})" for w in warnings(row, trained)]
     return word + (f"; warning: {', '.join(warned)}" if warned else "")
 
 
@@ -146,7 +151,7 @@ def cell_verdict(frame: pd.DataFrame, trained: bool) -> str:
 
 
 def _warning_text(row, trained: bool) -> str:
-    return ", ".join(f"{w} {_change(row, w.split()[0])}" for w in warnings(row, trained))
+    return ", ".join(f"{w} {mode_value(row, w)}" for w in warnings(row, trained))
 
 
 def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]]:
@@ -213,16 +218,21 @@ def _entry(row: pd.Series, scheme: str, trained: bool) -> dict:
             label = "diverges"
         css = {"trains": "ok", "stalls": "stall", "diverges": "explode"}[row["training"]]
     else:
-        name = bad[0] if bad else "stable"
+        name = bad[0] if bad else str(row["signal"]) if row["signal"] == "critical" else "stable"
         label = name.replace("signal ", "").replace("gradients ", "grad. ")
         if bad:
-            label += " " + _change(row, bad[0].split()[0])
-        css = "ok" if not bad else "explode" if "exploding" in name else "vanish"
+            label += " " + mode_value(row, bad[0])
+        css = (
+            "ok"
+            if not bad
+            else "explode"
+            if ("exploding" in name or "non-finite" in name)
+            else "vanish"
+        )
     if row["recommended"]:
         label, css = "★ " + label, "rec"
     note = ", ".join(
-        f"{'grad.' if w.startswith('gradients') else 'signal'} {_change(row, w.split()[0])}"
-        for w in warned
+        f"{w.replace('gradients', 'grad.').split()[0]} {mode_value(row, w)}" for w in warned
     )
     equivalent = f" (≡ {row['group']})" if row["group"] != scheme else ""
     title = (

@@ -133,6 +133,27 @@ register_preset(
     ),
 )
 
+register_preset(
+    "calibration",
+    "every scheme x every activation on mlps of depths 5, 20 and 50 and widths 32 and 64, "
+    "3 seeds, each run trained 150 SGD steps on digits at lr 0.001, 0.01 and 0.1 (its "
+    "outcome at the best): the cells the verdict rule is fitted on and tested on (about 25 "
+    "minutes on 2 cores)",
+    Grid(
+        activations=ACTIVATIONS,
+        depths=(5, 20, 50),
+        widths=(32, 64),
+        seeds=3,
+        batch_size=128,
+        histograms=False,
+        dataset="digits",
+        train_steps=150,
+        train_batch_size=64,
+        lrs=(0.001, 0.01, 0.1),
+        eval_every=50,
+    ),
+)
+
 # The atlas: every scheme x every activation, 5 seeds, probed with histograms and input-pair
 # correlations on standard-normal inputs; the mlp and resmlp also trained on digits.
 PROBE = Grid(activations=ACTIVATIONS, seeds=5, histograms=True, input_corr=0.5)

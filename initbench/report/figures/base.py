@@ -137,12 +137,16 @@ def facet_title(keys: dict) -> str:
 
 
 def choose_groups(rows: pd.DataFrame, change: str = "signal_change") -> tuple[list[str], list[str]]:
-    """The groups a figure draws (at most :data:`MAX_GROUPS`: recommended first, then the
-    stable ones, then the rest by how far they drift) and the ones it folds."""
+    """The groups a figure draws (every recommended one, then up to :data:`MAX_GROUPS` in
+    all: the stable ones, then the rest by how far they drift) and the ones it folds."""
     rows = rows[rows["note"] == ""]
     order = (
         rows.assign(
-            rank=np.select([rows["recommended"], rows["signal"] == "stable"], [0, 1], default=2),
+            rank=np.select(
+                [rows["recommended"], rows["signal"].isin(["stable", "critical"])],
+                [0, 1],
+                default=2,
+            ),
             drift=rows[change].abs().replace(np.inf, 1e300).fillna(1e300),
         )
         .groupby("group", sort=False)[["rank", "drift"]]
@@ -150,7 +154,8 @@ def choose_groups(rows: pd.DataFrame, change: str = "signal_change") -> tuple[li
         .sort_values(["rank", "drift"])
     )
     groups = list(order.index)
-    return groups[:MAX_GROUPS], groups[MAX_GROUPS:]
+    keep = max(MAX_GROUPS, int((order["rank"] == 0).sum()))
+    return groups[:keep], groups[keep:]
 
 
 def depth_panels(plt, table: pd.DataFrame, xlabel: str):

@@ -164,7 +164,7 @@ def _panel(ax, ctx, colors, stat, keys, panel, activation, depth) -> None:
     theory = panel[panel["kind"] == "theory"]
     if stat.relative:  # fit the healthy: stable or recommended groups, else +-12 bits
         rows = cell_rows(ctx.verdicts, keys | {"activation": activation, "depth": depth})
-        good = (rows[stat.verdict] == "stable") | rows["recommended"]
+        good = rows[stat.verdict].isin(["stable", "critical"]) | rows["recommended"]
         healthy = set(rows.loc[good, "group"])
         shown = measured[measured["scheme_id"].isin(healthy)]
         values = [

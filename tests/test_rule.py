@@ -1,0 +1,180 @@
+"""The verdict rule: the fit finds a planted threshold, the committed rule is what the fit
+returns on the committed calibration cells, and it predicts the held-out cells."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import initbench
+from initbench import Grid
+from initbench.report import rule
+from initbench.report.rule import RULE, Rule, fit, held_out, predict
+from initbench.report.sweep import verdicts_of
+from initbench.sweeps.store import load
+
+CALIBRATION = Path(__file__).resolve().parents[1] / "results" / "calibration" / "measures.csv"
+
+
+def measures(**columns) -> pd.DataFrame:
+    """Rows of made-up measures: healthy unless ``columns`` say otherwise."""
+    n = len(next(iter(columns.values())))
+    base = {
+        "depth": [20] * n,
+        "signal_exponent": [0.0] * n,
+        "separation_last": [0.5] * n,
+        "rank_last": [10.0] * n,
+        "dead_last": [math.nan] * n,
+        "chi1_theory": [math.nan] * n,
+    }
+    for name in ("signal", "gradients"):
+        base |= {
+            f"{name}_change": [0.0] * n,
+            f"{name}_ci": [0.1] * n,
+            f"{name}_settle": [3.0] * n,
+            f"{name}_zero": [0.0] * n,
+            f"{name}_nonfinite": [0.0] * n,
+        }
+    return pd.DataFrame(base | columns)
+
+
+def test_the_fit_finds_a_planted_gradient_threshold_and_leaves_the_rest_loose():
+    change = np.linspace(-30, 0, 61)
+    rows = measures(gradients_change=change)
+    training = pd.Series(np.where(change >= -6, "trains", "stalls"))
+    fitted = fit(rows, training)
+    assert fitted.gradient_bits == 6
+    assert (fitted.signal_bits, fitted.separation, fitted.rank, fitted.dead) == (
+        math.inf,
+        0.0,
+        0.0,
+        math.inf,
+    )
+    assert (predict(rows, fitted)["predicted"] == training.replace("stalls", "fails")).all()
+
+
+def test_each_failure_mode_is_named():
+    rows = measures(
+        separation_last=[0.5, 0.001, 0.5, 0.5],
+        rank_last=[10.0, 10.0, 1.0, 10.0],
+        gradients_change=[0.0, 0.0, 0.0, -40.0],
+    )
+    found = predict(rows, Rule(8.0, 8.0, 0.05, 1.5, 0.9))
+    assert found["failure"].tolist() == [
+        "",
+        "correlation collapse",
+        "rank collapse",
+        "gradients vanishing",
+    ]
+    assert found["predicted"].tolist() == ["trains", "fails", "fails", "fails"]
+
+
+def test_held_out_cells_keep_every_scheme_of_a_cell_on_one_side():
+    cells = pd.DataFrame(
+        {
+            "activation": ["tanh", "tanh", "relu", "relu"],
+            "depth": [5, 5, 50, 50],
+            "width": [32, 32, 64, 64],
+        }
+    )
+    side = held_out(cells)
+    assert side[0] == side[1] and side[2] == side[3]
+
+
+@pytest.fixture(scope="module")
+def calibration() -> pd.DataFrame:
+    if not CALIBRATION.exists():
+        pytest.fail(f"{CALIBRATION} is missing: run scripts/calibrate.py on a calibration sweep")
+    return pd.read_csv(CALIBRATION, keep_default_na=False, na_values=[""])
+
+
+def test_the_committed_rule_is_the_fit_of_the_committed_calibration(calibration):
+    part = calibration[~calibration["held_out"]]
+    assert fit(part, part["training"]) == RULE
+
+
+def test_the_rule_predicts_training_on_cells_it_never_saw(calibration):
+    part = calibration[calibration["held_out"]].copy()
+    part[["signal", "gradients", "predicted", "failure"]] = predict(part, RULE)
+    decisive = part["training"].isin(["trains", "stalls", "diverges"])
+    right = (part["predicted"] == "trains") == (part["training"] == "trains")
+    assert decisive.sum() > 300
+    assert right[decisive].mean() >= 0.9
+
+
+def probe_only(schemes, activation, depth, width=64, seeds=3):
+    return Grid(
+        schemes=schemes,
+        activations=(activation,),
+        depths=(depth,),
+        widths=(width,),
+        seeds=seeds,
+        histograms=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Probe-only sweeps of the cases the old fixed thresholds got wrong."""
+    root = tmp_path_factory.mktemp("cases")
+    found = {}
+    grids = {
+        "tanh": probe_only(("xavier_normal", "normal[std=0.01]", "torch_default"), "tanh", 30),
+        # the atlas's cell: width 128, 5 seeds
+        "selu": probe_only(("xavier_normal",), "selu", 30, width=128, seeds=5),
+        "sigmoid": probe_only(("*",), "sigmoid", 20),
+        "constant": probe_only(("constant[val=0.01]", "orthogonal"), "tanh", 10),
+    }
+    for name, grid in grids.items():
+        initbench.sweep(grid, root / name, device="cpu", progress=False)
+        found[name] = verdicts_of(load(root / name))[0].set_index("scheme_id")
+    return found
+
+
+def test_tanh_at_unit_gain_is_critical_and_recommended_at_depth_30(cases):
+    row = cases["tanh"].loc["xavier_normal[gain=unit]"]
+    assert row["signal"] == "critical" and row["predicted"] == "trains" and row["recommended"]
+    assert cases["tanh"].loc["torch_default", "predicted"] == "fails"
+
+
+def test_selu_with_lecuns_init_is_recommended_and_the_matched_gain_is_not(cases):
+    selu = cases["selu"]
+    assert selu.loc["xavier_normal[gain=unit]", "recommended"]
+    assert not selu.loc["xavier_normal[gain=matched]", "recommended"]
+
+
+def test_sigmoid_recommends_no_scheme_whose_correlation_collapsed(cases):
+    sigmoid = cases["sigmoid"]
+    collapsed = sigmoid["separation_last"] < RULE.separation
+    assert collapsed.any()
+    assert not (sigmoid["recommended"] & collapsed).any()
+    # what the old fixed thresholds recommended here stalls at 34% and 43%
+    assert not sigmoid.loc[["normal[std=1]", "trunc_normal[std=1]"], "recommended"].any()
+
+
+def test_constant_weights_fail_with_rank_collapse(cases):
+    row = cases["constant"].loc["constant[val=0.01]"]
+    assert "rank collapse" in row["failure"] and row["predicted"] == "fails"
+    assert row["rank_last"] == pytest.approx(1, rel=0.01)
+
+
+def test_agreement_counts_cells_and_bad_recommendations():
+    verdicts = pd.DataFrame(
+        {
+            "activation": ["tanh"] * 3 + ["relu"] * 2,
+            "arch": "mlp",
+            "depth": 5,
+            "width": 32,
+            "bias_var": 0.0,
+            "training": ["trains", "stalls", "trains", "stalls", "stalls"],
+            "recommended": [True, False, False, False, False],
+            "predicted": ["trains", "trains", "fails", "fails", "fails"],
+        }
+    )
+    probe = pd.Series([False, True, False, False, False])
+    found = rule.agreement(verdicts, probe)
+    assert found["accuracy"] == pytest.approx(3 / 5)
+    assert (found["covered"], found["cells_that_train"]) == (0.0, 1)
+    assert (found["bad_recommended"], found["probe_recommended"]) == (1, 1)
