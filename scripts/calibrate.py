@@ -23,7 +23,14 @@ import pandas as pd
 
 import initbench
 from initbench.report import rule
-from initbench.report.classify import CELL_KEYS, MEASURES, classify, equivalence_groups
+from initbench.report.classify import (
+    CELL_KEYS,
+    MEASURES,
+    agreement,
+    classify,
+    confusion,
+    equivalence_groups,
+)
 from initbench.report.sweep import verdicts_of
 from initbench.sweeps.presets import preset
 from initbench.sweeps.store import load
@@ -96,8 +103,8 @@ def main() -> None:
         checked = verdicts[part].copy()
         labels = rule.predict(checked, fitted)
         checked[labels.columns] = labels
-        found = rule.agreement(checked, checked["probe_recommended"])
-        table = rule.confusion(checked)
+        found = agreement(checked, checked["probe_recommended"])
+        table = confusion(checked)
         lines += [
             f"## On the {name} cells",
             "",

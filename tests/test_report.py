@@ -56,6 +56,7 @@ def _made_up_store(root: Path) -> Path:
             cells[column] = pd.NA if dtype == "string" else np.nan
     cells = cells[list(CELL_COLUMNS)].astype(CELL_COLUMNS)
     layers = pd.DataFrame(layers)
+    layers["eff_rank"] = 6.0  # many directions: no rank collapse
     for column in LAYER_COLUMNS:
         if column not in layers:
             layers[column] = 0.5
@@ -93,6 +94,8 @@ def test_verdicts_table_has_the_documented_columns_and_one_row_per_scheme_and_ce
         "scheme_id",
         "signal",
         "gradients",
+        "predicted",
+        "failure",
         "training",
         "recommended",
         "group",
@@ -100,7 +103,9 @@ def test_verdicts_table_has_the_documented_columns_and_one_row_per_scheme_and_ce
     assert list(verdicts.columns[: len(columns)]) == columns
     cells = initbench.load(EXAMPLE).cells
     assert len(verdicts) == cells.groupby(["activation", "depth", "scheme_id"]).ngroups
-    assert set(verdicts["signal"].dropna()) <= {"stable", "vanishing", "exploding"}
+    assert set(verdicts["signal"].dropna()) <= {"stable", "critical", "vanishing", "exploding"}
+    assert set(verdicts["gradients"].dropna()) <= {"stable", "vanishing", "exploding"}
+    assert set(verdicts["predicted"].dropna()) <= {"trains", "fails"}
     assert set(verdicts["training"].dropna()) <= {"trains", "stalls", "diverges"}
 
 
@@ -157,6 +162,7 @@ def test_report_files(real_report):
         "signal",
         "gradients",
         "units",
+        "rank",
         "correlation",
         "hist",
         "accuracy",

@@ -11,6 +11,7 @@ import pytest
 import initbench
 from initbench import Grid
 from initbench.report import rule
+from initbench.report.classify import agreement
 from initbench.report.rule import RULE, Rule, fit, held_out, predict
 from initbench.report.sweep import verdicts_of
 from initbench.sweeps.store import load
@@ -100,7 +101,8 @@ def test_the_rule_predicts_training_on_cells_it_never_saw(calibration):
     part[["signal", "gradients", "predicted", "failure"]] = predict(part, RULE)
     decisive = part["training"].isin(["trains", "stalls", "diverges"])
     right = (part["predicted"] == "trains") == (part["training"] == "trains")
-    assert decisive.sum() > 300
+    assert decisive.sum() == rule.HELD_OUT["decisive"]
+    assert right[decisive].mean() == pytest.approx(rule.HELD_OUT["accuracy"], abs=5e-4)
     assert right[decisive].mean() >= 0.9
 
 
@@ -174,7 +176,7 @@ def test_agreement_counts_cells_and_bad_recommendations():
         }
     )
     probe = pd.Series([False, True, False, False, False])
-    found = rule.agreement(verdicts, probe)
+    found = agreement(verdicts, probe)
     assert found["accuracy"] == pytest.approx(3 / 5)
     assert (found["covered"], found["cells_that_train"]) == (0.0, 1)
     assert (found["bad_recommended"], found["probe_recommended"]) == (1, 1)

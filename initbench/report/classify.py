@@ -325,6 +325,48 @@ def _separated(values: np.ndarray, best: np.ndarray) -> bool:
     return m_a + h_a < m_b - h_b
 
 
+def confusion(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Prediction against training on the rows where training is decisive: counts with
+    ``predicted`` as rows and ``training`` as columns."""
+    decisive = verdicts[verdicts["training"].isin(["trains", "stalls", "diverges"])]
+    table = pd.crosstab(decisive["predicted"], decisive["training"])
+    return (
+        table.reindex(index=["trains", "fails"], columns=["trains", "stalls", "diverges"])
+        .fillna(0)
+        .astype(int)
+    )
+
+
+def agreement(verdicts: pd.DataFrame, probe_recommended: pd.Series) -> dict[str, float]:
+    """How the probe's verdicts hold up against training on a trained sweep's rows.
+
+    Args:
+        verdicts: trained verdicts (``training``, ``recommended`` by training,
+            ``predicted``), one row per scheme and cell.
+        probe_recommended: what the probe alone would recommend, on the same index.
+
+    Returns:
+        ``accuracy`` (share of decisive rows where ``predicted`` agrees with training),
+        ``covered`` (share of cells where some scheme trains whose probe-recommended set
+        includes a training-recommended scheme), ``bad_recommended`` (probe-recommended rows
+        that stall or diverge), and the counts behind them.
+    """
+    decisive = verdicts["training"].isin(["trains", "stalls", "diverges"])
+    right = (verdicts["predicted"] == "trains") == (verdicts["training"] == "trains")
+    cells = verdicts.assign(probe=probe_recommended).groupby(CELL_KEYS, dropna=False)
+    some_train = cells.apply(lambda c: bool((c["training"] == "trains").any()))
+    covered = cells.apply(lambda c: bool((c["probe"] & c["recommended"]).any()))
+    bad = probe_recommended & verdicts["training"].isin(["stalls", "diverges"])
+    return {
+        "accuracy": float(right[decisive].mean()) if decisive.any() else math.nan,
+        "decisive": int(decisive.sum()),
+        "covered": float(covered[some_train].mean()) if some_train.any() else math.nan,
+        "cells_that_train": int(some_train.sum()),
+        "bad_recommended": int(bad.sum()),
+        "probe_recommended": int(probe_recommended.sum()),
+    }
+
+
 def equivalence_groups(cells: pd.DataFrame, weights: pd.DataFrame | None) -> dict[tuple, str]:
     """``(activation, arch, depth, width, bias_var, scheme_id) -> group``: schemes with the
     same weight distribution on every weight of the cell share the first one's id.

@@ -32,6 +32,11 @@ CELL_NUMBERS = [
 ]
 
 
+def present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The ``columns`` a store has: one written before a column existed lacks it."""
+    return [c for c in columns if c in frame]
+
+
 def aggregate(
     results: Results, name: str, verdicts: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -46,11 +51,11 @@ def aggregate(
     names["bias_var"] = names["bias_var"].fillna(0.0)
     cells = (
         verdicts.merge(names.drop_duplicates(keys), on=keys, how="left")
-        .merge(group_intervals(ok, keys, CELL_NUMBERS), on=keys, how="left")
+        .merge(group_intervals(ok, keys, present(ok, CELL_NUMBERS)), on=keys, how="left")
         .assign(sweep=name)
     )
     per_layer = results.layers.merge(ok[[*keys, "run_id"]], on="run_id")
-    layers = group_intervals(per_layer, [*keys, "layer"], list(STATISTICS))
+    layers = group_intervals(per_layer, [*keys, "layer"], present(per_layer, list(STATISTICS)))
     theory = per_layer.groupby([*keys, "layer"], sort=True, dropna=False)[THEORY_COLUMNS].mean()
     layers = layers.merge(theory.astype("float32").reset_index(), on=[*keys, "layer"])
     first = ["sweep", *keys, "scheme", "gain"]

@@ -9,7 +9,13 @@ import pandas as pd
 from initbench.core import fmt
 from initbench.core.errors import UsageError
 from initbench.report import rule
-from initbench.report.classify import CELL_KEYS, classify, equivalence_groups
+from initbench.report.classify import (
+    CELL_KEYS,
+    agreement,
+    classify,
+    confusion,
+    equivalence_groups,
+)
 from initbench.report.figures import SECTIONS, Context, all_figures
 from initbench.report.pages import Page, provenance, write_page
 from initbench.report.tables import cell_tables, matrix
@@ -96,6 +102,7 @@ def sweep_page(
         summary=summary(cells, results.meta),
         rule=rule.RULE,
         rule_text=rule.RULE.as_text(),
+        held_out=f"{fmt.percent(rule.HELD_OUT['accuracy'])} of {rule.HELD_OUT['decisive']}",
         settled=f"{2**rule.SETTLED:.2g}",
         settled_limit=f"{2**rule.SETTLED_LIMIT:.0f}",
         critical=f"{rule.CRITICAL_EXPONENT:g}",
@@ -106,9 +113,9 @@ def sweep_page(
 
 def _checked(verdicts: pd.DataFrame) -> dict:
     """The probe's prediction against this sweep's training: the confusion matrix (as
-    HTML) and the agreement numbers (:func:`~initbench.report.rule.agreement`)."""
-    found = rule.agreement(verdicts, verdicts["probe_recommended"])
-    table = rule.confusion(verdicts).rename_axis(index="predicted", columns="training")
+    HTML) and the agreement numbers (:func:`~initbench.report.classify.agreement`)."""
+    found = agreement(verdicts, verdicts["probe_recommended"])
+    table = confusion(verdicts).rename_axis(index="predicted", columns="training")
     return found | {"confusion": table.to_html(border=0), "percent": fmt.percent}
 
 

@@ -46,7 +46,7 @@ def data(ctx: Context, stat: LayerFigure, keys: dict, groups: list[str]) -> pd.D
     frames = []
     for activation, runs in cells.groupby("activation", sort=True):
         statistic = drawn(stat, activation)
-        if statistic is None:
+        if statistic is None or statistic.column not in ctx.layers:  # an older store
             continue
         column, theory_column = statistic.column, statistic.theory
         merged = ctx.layers[
