@@ -180,3 +180,13 @@ def test_agreement_counts_cells_and_bad_recommendations():
     assert found["accuracy"] == pytest.approx(3 / 5)
     assert (found["covered"], found["cells_that_train"]) == (0.0, 1)
     assert (found["bad_recommended"], found["probe_recommended"]) == (1, 1)
+
+
+def test_the_docs_and_the_calibration_page_state_the_committed_rule():
+    root = CALIBRATION.parents[2]
+    accuracy = f"{rule.HELD_OUT['accuracy']:.1%}"
+    for text in (
+        (root / "docs" / "report.md").read_text(),
+        (CALIBRATION.parent / "README.md").read_text(),
+    ):
+        assert repr(RULE) in text and accuracy in text
