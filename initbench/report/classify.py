@@ -94,6 +94,13 @@ def probed(cells: pd.DataFrame) -> pd.Series:
     return (cells["status"] == "ok") | ((cells["status"] == "diverged") & in_training)
 
 
+def separation(corr: np.ndarray | float, input_corr: np.ndarray | float) -> np.ndarray:
+    """The share of the input pairs' distinguishability a layer keeps: ``(1 - c) / (1 -
+    c_0)`` (``inf`` or NaN where the inputs themselves are one)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (1 - np.float64(corr)) / (1 - np.float64(input_corr))
+
+
 def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per cell and scheme: the signal's and the gradients' measures over the runs whose
     probe finished (:func:`probed`); and per run: each quantity's end-to-end change (bits)."""
@@ -117,8 +124,8 @@ def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFra
             row |= {f"{name}_{k}": v for k, v in quantity_measures(y).items()}
         deepest = group[group["layer"] == group["layer"].max()]
         if "corr" in deepest:  # per run: bits of the inputs' distinguishability lost
-            kept = (1 - deepest["corr"].to_numpy(float)) / (
-                1 - deepest["input_corr"].to_numpy(float)
+            kept = separation(
+                deepest["corr"].to_numpy(float), deepest["input_corr"].to_numpy(float)
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 totals["separation_total"] = np.log2(kept)
@@ -220,21 +227,16 @@ def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[st
         row |= values
     for name in ("corr_last", "rank_last", "dead_last", "chi1_theory", "input_corr"):
         row[name] = measures.get(name, math.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kept = np.float64(1 - row["corr_last"]) / np.float64(1 - row["input_corr"])
-    row["separation_last"] = float(kept)  # the share of the inputs' distinguishability kept
+    row["separation_last"] = float(separation(row["corr_last"], row["input_corr"]))
     depth = int(runs["depth"].iloc[0])
     per_layer = row["gradients_change"] / max(depth - 1, 1)  # bits per layer, backward
     row["chi1_measured"] = 2.0**per_layer
     row["depth_scale"] = 1 / abs(per_layer * math.log(2)) if per_layer else math.inf
-    if row["gradients_zero"] == 1:
-        row["gradients_change"] = -math.inf
-    elif row["gradients_nonfinite"] == 1:
-        row["gradients_change"] = math.inf
-    if row["signal_zero"] == 1:
-        row["signal_change"] = -math.inf
-    elif row["signal_nonfinite"] == 1:
-        row["signal_change"] = math.inf
+    for name in ("signal", "gradients"):  # the changes, once the finite ones are used
+        if row[f"{name}_zero"] == 1:
+            row[f"{name}_change"] = -math.inf
+        elif row[f"{name}_nonfinite"] == 1:
+            row[f"{name}_change"] = math.inf
     row["training"] = ""
     if trained:
         if not note:

@@ -162,13 +162,14 @@ def predict(measures: pd.DataFrame, rule: Rule = RULE) -> pd.DataFrame:
     # a power law no steeper than 1 / l^CRITICAL_EXPONENT, over the deep half and end to end
     exponent = measures["signal_exponent"].to_numpy(float)
     power_law = -CRITICAL_EXPONENT * np.log2(measures["depth"].to_numpy(float))
-    with np.errstate(invalid="ignore"):
-        critical = (exponent >= -CRITICAL_EXPONENT) & (
-            measures["signal_change"].to_numpy(float) >= power_law
-        )
     chi1 = measures["chi1_theory"].to_numpy(float)
     with np.errstate(invalid="ignore"):
-        critical &= (signal == "vanishing") & (np.abs(chi1 - 1) <= CRITICAL_CHI1)
+        critical = (
+            (exponent >= -CRITICAL_EXPONENT)
+            & (measures["signal_change"].to_numpy(float) >= power_law)
+            & (signal == "vanishing")
+            & (np.abs(chi1 - 1) <= CRITICAL_CHI1)
+        )
     signal = np.where(critical, "critical", signal)
     failing_gradients = _labels(measures, "gradients", rule.gradient_bits)
     failing_signal = np.where(critical, "critical", _labels(measures, "signal", rule.signal_bits))
@@ -221,15 +222,12 @@ def fit(measures: pd.DataFrame, training: pd.Series) -> Rule:
     decisive = training.isin(["trains", "stalls", "diverges"]).to_numpy()
     m, trains = measures[decisive], (training[decisive] == "trains").to_numpy()
     loosest = Rule(math.inf, math.inf, 0.0, 0.0, math.inf)
-    base = {
-        mode: predict(m, loosest)["failure"].str.contains(mode).to_numpy()
-        for mode in ("non-finite",)
-    }["non-finite"]
 
     def fails(**changed: float) -> np.ndarray:
         return (predict(m, Rule(**(asdict(loosest) | changed)))["predicted"] == "fails").to_numpy()
 
-    # each threshold's failures alone (signal also depends on the gradients' threshold)
+    # each threshold's failures alone, with what fails under any threshold (non-finite
+    # values); the signal's also depend on the gradients' threshold
     by_pair = {
         (g, s): fails(gradient_bits=g, signal_bits=s)
         for g, s in itertools.product(CANDIDATES["gradient_bits"], CANDIDATES["signal_bits"])
@@ -243,11 +241,7 @@ def fit(measures: pd.DataFrame, training: pd.Series) -> Rule:
     scored = []
     for g, s, c, r, d in itertools.product(*(order[name] for name in CANDIDATES)):
         predicted_fails = (
-            base
-            | by_pair[(g, s)]
-            | singles["separation"][c]
-            | singles["rank"][r]
-            | singles["dead"][d]
+            by_pair[(g, s)] | singles["separation"][c] | singles["rank"][r] | singles["dead"][d]
         )
         score = float((predicted_fails != trains).mean()) if len(trains) else 0.0
         scored.append((score, int(predicted_fails.sum()), Rule(g, s, c, r, d)))
