@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import initbench
+from initbench.core import fmt
 from initbench.core.errors import UsageError
 from initbench.report import publish, report
 from initbench.report.classify import failing
@@ -299,3 +300,20 @@ def test_published_atlas_in_a_real_browser(browser, width):
 def test_example_meta_is_the_default_preset():
     meta = json.loads((EXAMPLE / "meta.json").read_text())
     assert meta["kind"] == "sweep" and "finished" in meta
+
+
+def test_a_failure_modes_number_is_the_one_the_rule_compares():
+    from initbench.report.tables import mode_value
+
+    row = pd.Series(
+        {
+            "gradients_change": -20.0,
+            "separation_last": 0.042,
+            "rank_last": 1.2,
+            "dead_last": 0.95,
+        }
+    )
+    assert mode_value(row, "gradients vanishing") == fmt.factor(-20.0)
+    assert mode_value(row, "correlation collapse") == f"{fmt.percent(0.042)} kept"
+    assert mode_value(row, "rank collapse") == fmt.number(1.2)
+    assert mode_value(row, "dead units") == fmt.percent(0.95)

@@ -39,16 +39,20 @@ def failures(row, trained: bool) -> list[str]:
 
 
 def mode_value(row, mode: str) -> str:
-    """The number behind a failure mode (``gradients vanishing``, ``rank collapse``, ...)."""
+    """The number behind a failure mode, the one the rule compares (``gradients
+    vanishing``: the change; ``correlation collapse``: the distinguishability kept;
+    ``rank collapse``: the effective directions; ``dead units``: the dead share)."""
     row = row if isinstance(row, pd.Series) else pd.Series(row._asdict())
     name = mode.split()[0]
     if name in ("signal", "gradients"):
         return fmt.factor(row[f"{name}_change"])
-    column = {"correlation": "corr_last", "rank": "rank_last", "dead": "dead_last"}.get(name)
-    if column is None:
-        return ""
-    value = float(row[column])
-    return fmt.number(value) if name == "correlation" else fmt.percent(value)
+    if name == "correlation":  # the share of the inputs' distinguishability kept
+        return f"{fmt.percent(float(row['separation_last']))} kept"
+    if name == "rank":  # effective directions
+        return fmt.number(float(row["rank_last"]))
+    if name == "dead":
+        return fmt.percent(float(row["dead_last"]))
+    return ""
 
 
 def verdict_word(row, trained: bool) -> str:
