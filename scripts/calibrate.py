@@ -26,12 +26,13 @@ from initbench.report import rule
 from initbench.report.classify import (
     CELL_KEYS,
     MEASURES,
+    RANK_BITS,
+    RANK_BITS_CANDIDATES,
     agreement,
     classify,
     confusion,
     equivalence_groups,
 )
-from initbench.report.sweep import verdicts_of
 from initbench.sweeps.presets import preset
 from initbench.sweeps.store import load
 
@@ -73,10 +74,17 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="the calibration preset's sweep folder")
     parser.add_argument("--no-flips", action="store_true", help="skip the flip-rate sweep")
     args = parser.parse_args()
-    verdicts, trained = verdicts_of(load(args.folder))
-    if not trained:
+    results = load(args.folder)
+    if not results.meta.get("grid", {}).get("train_steps") or results.curves.empty:
         raise SystemExit(f"{args.folder} did not train: sweep --preset calibration")
-    verdicts["held_out"] = rule.held_out(verdicts)
+    groups = equivalence_groups(results.cells, results.tables.get("weights"))
+    by_weight = {}
+    for weight in RANK_BITS_CANDIDATES:
+        verdicts = classify(results.cells, results.layers, True, groups, rank_bits=weight)
+        verdicts["held_out"] = rule.held_out(verdicts)
+        by_weight[weight] = verdicts
+    rank_bits = fit_rank_bits(by_weight)
+    verdicts = by_weight[rank_bits]
     measures = verdicts[MEASURE_COLUMNS].sort_values([*CELL_KEYS, "scheme_id"])
     OUT.mkdir(parents=True, exist_ok=True)
     measures.to_csv(OUT / "measures.csv", index=False, float_format="%.6g")
@@ -97,6 +105,20 @@ def main() -> None:
         "```",
         repr(fitted),
         "```",
+        "",
+        "The probe's recommendation: the schemes predicted to train whose score ties with the "
+        f"best, the score being {rank_bits:g} x log2(the last layer's effective rank) less the "
+        "drift in bits; the weight fitted on the fitting half among "
+        f"{', '.join(f'{w:g}' for w in RANK_BITS_CANDIDATES)} (the fewest recommendations "
+        "that stall or diverge among those that cover the most cells):",
+        "",
+        "| weight | cells covered | recommendations that stall or diverge |",
+        "|---:|---:|---:|",
+        *(
+            f"| {w:g} | {found['covered']:.1%} | {found['bad_recommended']} of "
+            f"{found['probe_recommended']} |"
+            for w, found in ((w, fitting_agreement(v)) for w, v in by_weight.items())
+        ),
         "",
     ]
     for name, part in (("held-out", verdicts["held_out"]), ("fitted", ~verdicts["held_out"])):
@@ -132,6 +154,22 @@ def main() -> None:
     print(text)
     if fitted != rule.RULE:
         print(f"initbench/report/rule.py's RULE is {rule.RULE!r}: set it to the fitted rule")
+    if rank_bits != RANK_BITS:
+        print(f"initbench/report/classify.py's RANK_BITS is {RANK_BITS:g}: set it to {rank_bits:g}")
+
+
+def fitting_agreement(verdicts: pd.DataFrame) -> dict[str, float]:
+    """:func:`agreement` on the fitting half's rows."""
+    part = verdicts[~verdicts["held_out"]]
+    return agreement(part, part["probe_recommended"])
+
+
+def fit_rank_bits(by_weight: dict[float, pd.DataFrame]) -> float:
+    """The recommendation's weight on effective rank whose recommendations on the fitting
+    half cover the most cells, then stall or diverge the fewest times (the smallest weight
+    on a tie)."""
+    found = {weight: fitting_agreement(v) for weight, v in by_weight.items()}
+    return min(found, key=lambda w: (-found[w]["covered"], found[w]["bad_recommended"], w))
 
 
 def fit_from(measures: pd.DataFrame) -> rule.Rule:

@@ -2,6 +2,7 @@
 returns on the committed calibration cells, and it predicts the held-out cells."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import initbench
 from initbench import Grid
 from initbench.report import rule
-from initbench.report.classify import agreement
+from initbench.report.classify import RANK_BITS, RANK_BITS_CANDIDATES, agreement
 from initbench.report.rule import RULE, Rule, fit, held_out, predict
 from initbench.report.sweep import verdicts_of
 from initbench.sweeps.store import load
@@ -190,3 +191,15 @@ def test_the_docs_and_the_calibration_page_state_the_committed_rule():
         (CALIBRATION.parent / "README.md").read_text(),
     ):
         assert repr(RULE) in text and accuracy in text
+
+
+def test_the_committed_rank_weight_is_the_one_the_calibration_fitted():
+    """The calibration page's table of weights (fitting half): RANK_BITS covers the most
+    cells with the fewest recommendations that stall, as ``fit_rank_bits`` chooses."""
+    text = (CALIBRATION.parent / "README.md").read_text()
+    rows = re.findall(r"^\| ([\d.]+) \| ([\d.]+)% \| (\d+) of (\d+) \|$", text, re.M)
+    assert len(rows) == len(RANK_BITS_CANDIDATES)
+    table = {float(w): (-float(cov), int(bad), float(w)) for w, cov, bad, _ in rows}
+    assert min(table, key=table.get) == RANK_BITS
+    assert f"the score being {RANK_BITS:g} x log2" in text
+    assert "`classify.RANK_BITS`" in (CALIBRATION.parents[2] / "docs" / "report.md").read_text()

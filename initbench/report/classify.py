@@ -30,13 +30,15 @@ scheme that cannot fill a weight of the cell shares no group.
 (``stalls`` or ``diverges``; a predicted failure is then a *warning*), else the prediction.
 
 **Recommended**: the groups that fail nothing and are statistically tied with the best of
-them. The best has the highest mean final test accuracy (trained) or the smallest mean
-drift (probe only: ``|gradient change|`` plus ``|signal change|`` unless the signal is
-critical). A group is set apart from the best only when two tests agree: the 95% interval
-of the paired per-seed difference (seeds share their random streams across schemes) lies
-below 0, and the 95% intervals of the two means do not overlap. With one seed nothing can
-be told apart, and every group that fails nothing is recommended. A trained sweep also
-gets ``probe_recommended``: what the probe alone would have recommended.
+them. The best has the highest mean final test accuracy (trained) or the highest mean
+probe score (probe only: ``RANK_BITS x log2(effective rank)`` at the last layer, less the
+drift: ``|gradient change|``, ``|signal change|`` unless the signal is critical, and the
+bits of distinguishability lost). A group is set apart from the best only when two tests
+agree: the 95% interval of the paired per-seed difference (seeds share their random
+streams across schemes) lies below 0, and the 95% intervals of the two means do not
+overlap. With one seed nothing can be told apart, and every group that fails nothing is
+recommended. A trained sweep also gets ``probe_recommended``: what the probe alone would
+have recommended.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ from initbench.core.intervals import mean_interval, t_quantile
 from initbench.report.rule import RULE, Rule, predict
 
 MIN_SETTLE_LAYERS = 3
+# the probe's recommendation: a bit of effective rank kept at the last layer is worth this
+# many bits of drift (fitted by scripts/calibrate.py on the calibration's fitting half)
+RANK_BITS = 2.0
+RANK_BITS_CANDIDATES = (0.0, 2.0, 4.0, 8.0, 16.0)
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
 SIGNALS = ("stable", "critical", "vanishing", "exploding")
 TRAINING = ("trains", "stalls", "diverges")
@@ -129,6 +135,9 @@ def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFra
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 totals["separation_total"] = np.log2(kept)
+        if "eff_rank" in deepest:  # per run: bits of effective directions at the last layer
+            with np.errstate(divide="ignore", invalid="ignore"):
+                totals["rank_total"] = np.log2(deepest["eff_rank"].to_numpy(float))
         for column, name in LAST_LAYER.items():
             row[name] = float(deepest[column].mean()) if column in deepest else math.nan
         runs = group.drop_duplicates("run_id")
@@ -141,7 +150,7 @@ def cell_measures(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFra
 
 
 LAST_LAYER = {"corr": "corr_last", "eff_rank": "rank_last", "dead_frac": "dead_last"}
-TOTALS = ("signal_total", "gradients_total", "separation_total")
+TOTALS = ("signal_total", "gradients_total", "separation_total", "rank_total")
 
 
 def classify_training(runs: pd.DataFrame) -> str:
@@ -158,6 +167,7 @@ def classify(
     trained: bool,
     groups: dict[tuple, str] | None = None,
     rule: Rule = RULE,
+    rank_bits: float = RANK_BITS,
 ) -> pd.DataFrame:
     """Every scheme and cell's classification: one row per (cell keys, scheme).
 
@@ -168,6 +178,8 @@ def classify(
         groups: ``(activation, arch, depth, width, bias_var, scheme_id) -> group`` for
             equivalent schemes (default: every scheme its own group).
         rule: the thresholds that turn measures into a prediction.
+        rank_bits: the probe's recommendation score's weight on the last layer's
+            effective rank, in bits of drift per bit of rank.
 
     Returns:
         Columns ``activation, arch, depth, width, bias_var, scheme_id, group, signal,
@@ -200,9 +212,10 @@ def classify(
     if trained:
         verdicts["probe_recommended"] = False
     for _, cell in verdicts.groupby(CELL_KEYS, sort=False, dropna=False):
-        verdicts.loc[_tied_with_best(cell, cells, trained), "recommended"] = True
+        verdicts.loc[_tied_with_best(cell, cells, trained, rank_bits), "recommended"] = True
         if trained:
-            verdicts.loc[_tied_with_best(cell, cells, False), "probe_recommended"] = True
+            probe_best = _tied_with_best(cell, cells, False, rank_bits)
+            verdicts.loc[probe_best, "probe_recommended"] = True
     return verdicts
 
 
@@ -267,8 +280,10 @@ def warnings(row: pd.Series | object, trained: bool) -> list[str]:
     return str(row.failure).split(", ")
 
 
-def _metric(runs: pd.DataFrame, trained: bool, critical: set[str]) -> pd.Series:
-    """Per run, higher is better: final test accuracy, or minus the drift in bits:
+def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], rank_bits: float) -> pd.Series:
+    """Per run, higher is better: final test accuracy, or the probe's score:
+    ``rank_bits x log2(effective rank)`` of the last layer (the directions the batch still
+    spans: identity and orthogonal weights keep them) minus the drift in bits:
     ``|gradient change|``, plus ``|signal change|`` unless the scheme's signal is critical
     (a power-law decay is what criticality looks like, not a drift), plus the bits of the
     input pairs' distinguishability lost or gained by the last layer."""
@@ -276,10 +291,14 @@ def _metric(runs: pd.DataFrame, trained: bool, critical: set[str]) -> pd.Series:
         return runs["final_test_acc"].astype(float)
     signal = runs["signal_total"].abs().where(~runs["scheme_id"].isin(critical), 0.0)
     separation = runs.get("separation_total", pd.Series(0.0, index=runs.index))
-    return -(signal + runs["gradients_total"].abs() + separation.abs().fillna(0.0))
+    rank = runs.get("rank_total", pd.Series(0.0, index=runs.index))
+    drift = signal + runs["gradients_total"].abs() + separation.abs().fillna(0.0)
+    return rank_bits * rank.fillna(0.0) - drift
 
 
-def _tied_with_best(cell: pd.DataFrame, runs: pd.DataFrame, trained: bool) -> list[int]:
+def _tied_with_best(
+    cell: pd.DataFrame, runs: pd.DataFrame, trained: bool, rank_bits: float
+) -> list[int]:
     """Index labels of the cell's rows that fail nothing and tie with the best."""
     eligible = cell[~failing(cell, trained)]
     if eligible.empty:
@@ -291,7 +310,7 @@ def _tied_with_best(cell: pd.DataFrame, runs: pd.DataFrame, trained: bool) -> li
     finished = (runs["status"] == "ok") if trained else probed(runs)
     here = runs[mask & finished.to_numpy()]
     critical = set(cell.loc[cell["signal"] == "critical", "scheme_id"])
-    metric = here.assign(metric=_metric(here, trained, critical)).pivot_table(
+    metric = here.assign(metric=_metric(here, trained, critical, rank_bits)).pivot_table(
         index="seed", columns="scheme_id", values="metric", aggfunc="first"
     )
     present = [s for s in eligible["scheme_id"] if s in metric]
