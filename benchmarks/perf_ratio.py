@@ -1,4 +1,6 @@
-"""initbench's probe speed as ratios measured in one run.
+"""initbench's probe speed as ratios measured in one run, of the user's default (``initbench
+sweep`` with its default statistics: histograms on) and of the bare engine (no histograms,
+the loop's work).
 
 1. Against a hand-written per-run loop in the tutorial's style (``nn.Sequential`` +
    ``initialize_weights`` + forward hooks + ``.item()`` per statistic) on the same grid.
@@ -43,7 +45,7 @@ GRID = Grid(  # 6 initializers x 4 activations x 4 depths x 3 widths x 3 seeds =
     widths=(64, 128, 256),
     seeds=3,
     batch_size=256,
-    histograms=False,  # the loop draws no histograms: both sides do the same work
+    histograms=False,  # the bare engine: the loop draws no histograms, the same work
 )
 
 
@@ -144,26 +146,37 @@ def floor(grid: Grid, device: torch.device) -> float:
 
 
 def measure(grid: Grid, device: torch.device) -> tuple[float, ...]:
-    """Seconds of the loop, of initbench, of the bound's drawing and matmuls, and of
-    initbench's own floor."""
+    """Seconds of the loop, of initbench with its default statistics and bare, of the
+    bound's drawing and matmuls, and of initbench's own floor."""
     t_loop = timed(lambda: hand_written_loop(grid, device), device)
-    t_ib = timed(lambda: initbench_sweep(grid, device), device)
-    return (t_loop, t_ib, *bound(grid, device), floor(grid, device))
+    t_default = timed(
+        lambda: initbench_sweep(Grid.from_dict({"histograms": True}, grid), device), device
+    )
+    t_bare = timed(lambda: initbench_sweep(grid, device), device)
+    return (t_loop, t_default, t_bare, *bound(grid, device), floor(grid, device))
 
 
 def report_line(label: str, runs: int, times: tuple[float, ...]) -> None:
-    t_loop, t_ib, draw, matmuls, least = times
+    t_loop, t_default, t_bare, draw, matmuls, least = times
     limit = draw + matmuls
+    pad = " " * len(label)
     print(
-        f"{label}: hand-written loop {1000 * t_loop / runs:6.1f} ms/run, initbench "
-        f"{1000 * t_ib / runs:6.1f} ms/run, speedup {t_loop / t_ib:5.2f}x; bound "
+        f"{label}: hand-written loop {1000 * t_loop / runs:6.1f} ms/run; bound "
         f"{1000 * limit / runs:5.1f} ms/run (drawing {draw:5.2f} s + matmuls {matmuls:5.2f} s): "
-        f"no probe beats {t_loop / limit:4.2f}x; initbench reaches {limit / t_ib:4.0%} of the bound"
+        f"no probe beats {t_loop / limit:4.2f}x the loop"
     )
+    for name, t in (
+        ("initbench (default statistics)", t_default),
+        ("initbench (bare engine)", t_bare),
+    ):
+        print(
+            f"{pad}  {name:<31} {1000 * t / runs:6.1f} ms/run, speedup {t_loop / t:5.2f}x, "
+            f"reaches {limit / t:4.0%} of the bound"
+        )
     print(
-        f"{' ' * len(label)}  its own floor (drawing in parallel, forward and backward without "
-        f"statistics) {1000 * least / runs:5.1f} ms/run = {least / limit:4.0%} of the bound's "
-        f"time; initbench reaches {least / t_ib:4.0%} of its floor"
+        f"{pad}  histograms cost {t_default / t_bare - 1:+.0%} over the bare engine; its own floor "
+        f"(drawing in parallel, forward and backward without statistics) "
+        f"{1000 * least / runs:5.1f} ms/run = {least / limit:4.0%} of the bound's time"
     )
 
 
@@ -180,18 +193,20 @@ def main() -> None:
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"grid: {len(grid.runs())} runs, widths {grid.widths}, depths {grid.depths}")
     initbench_sweep(Grid.from_dict({"depths": [2], "widths": [16]}, grid), device)  # warm-up
-    totals = [0.0] * 5
+    totals = [0.0] * 6
     for width in grid.widths:
         part = Grid.from_dict({"widths": [width]}, grid)
         times = measure(part, device)
         report_line(f"width {width:>4}", len(part.runs()), times)
         totals = [a + b for a, b in zip(totals, times, strict=True)]
     report_line("whole grid", len(grid.runs()), tuple(totals))
-    t_loop, t_ib = totals[0], totals[1]
+    t_loop, t_ib = totals[0], totals[1]  # the loop and initbench with its defaults
     if device.type == "cuda":
-        t_cpu = timed(lambda: initbench_sweep(grid, torch.device("cpu")), torch.device("cpu"))
+        default = Grid.from_dict({"histograms": True}, grid)
+        t_cpu = timed(lambda: initbench_sweep(default, torch.device("cpu")), torch.device("cpu"))
         print(
-            f"whole grid on the GPU: {t_loop / t_ib:.1f}x the hand-written loop on the GPU, "
+            f"whole grid on the GPU (default statistics): {t_loop / t_ib:.1f}x the "
+            "hand-written loop on the GPU, "
             f"{t_cpu / t_ib:.1f}x initbench on this machine's CPU ({torch.get_num_threads()} "
             "threads)"
         )
@@ -203,16 +218,17 @@ def main() -> None:
         widths=(width,),
         seeds=8,
         batch_size=256,
-        histograms=False,
     )
     flops = big.flops_per_run(big.cells()[0]) * len(big.runs())
-    t_big = timed(lambda: initbench_sweep(big, device), device, repeat=3)
-    achieved = flops / t_big
     peak = matmul_flops(device, width, 1.0, batch=256, runs=8)
-    print(
-        f"width {width}, depth {depth}, batch 256: initbench {achieved / 1e9:.1f} GFLOP/s, "
-        f"batched matmul {peak / 1e9:.1f} GFLOP/s, ratio {achieved / peak:.0%}"
-    )
+    for name, histograms in (("default statistics", True), ("bare engine", False)):
+        part = Grid.from_dict({"histograms": histograms}, big)
+        achieved = flops / timed(lambda part=part: initbench_sweep(part, device), device, repeat=3)
+        print(
+            f"width {width}, depth {depth}, batch 256, {name}: initbench "
+            f"{achieved / 1e9:.1f} GFLOP/s, batched matmul {peak / 1e9:.1f} GFLOP/s, "
+            f"ratio {achieved / peak:.0%}"
+        )
 
 
 if __name__ == "__main__":
