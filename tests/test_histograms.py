@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from initbench.archs.base import Axes
+from initbench.core.activations import get_activation
 from initbench.measure import histograms
 
 BOUNDS = [None, (-1.0, 1.0), (0.0, 1.0)]
-AXES = Axes(run=0, batch=1, positions=(), units=1)
 
 
 def numpy_counts(values: np.ndarray, bounds) -> np.ndarray:
@@ -39,7 +39,7 @@ def test_counts_equal_a_sorted_search_over_the_edges(bounds, dtype):
     runs = 6  # each run's values are counted on their own, all of them (fewer than SAMPLE)
     values = values[: len(values) // runs * runs].reshape(runs, -1)
     assert values.shape[1] <= histograms.SAMPLE
-    found = histograms.counts(torch.from_numpy(values.copy()), AXES, runs, bounds)
+    found = histograms.counts(torch.from_numpy(values.copy()), bounds)
     np.testing.assert_array_equal(found.numpy(), numpy_counts(values, bounds))
 
 
@@ -49,10 +49,29 @@ def test_a_large_layer_is_counted_on_the_same_fixed_subsample_in_every_run():
     rng = np.random.default_rng(1)
     values = rng.standard_normal((300, 2, 50)).astype(np.float32)  # 15,000 values a run
     axes = Axes(run=1, batch=0, positions=(), units=2)
-    found = histograms.counts(torch.from_numpy(values), axes, 2, None).numpy()
+    found = histograms.counts(histograms.sample(torch.from_numpy(values), axes, 2), None).numpy()
     assert (found.sum(1) == histograms.SAMPLE).all()
     chosen = histograms._sample(15_000, torch.device("cpu")).numpy()
     per_run = values.transpose(1, 0, 2).reshape(2, -1)[:, chosen]
     np.testing.assert_array_equal(found, numpy_counts(per_run, None))
     histograms._sample.cache_clear()  # drawn again, the same positions: a fixed seed
     np.testing.assert_array_equal(histograms._sample(15_000, torch.device("cpu")).numpy(), chosen)
+
+
+@pytest.mark.parametrize("lengths", [(500, 500, 500), (500, 300, 700)])
+def test_a_layer_stack_is_counted_as_each_layer_alone(lengths):
+    """Layers whose samples have one length are binned in one pass, others one by one:
+    either way each (run, layer) has the counts of its own values."""
+    rng = np.random.default_rng(2)
+    layers = [
+        rng.standard_normal((3, n)).astype(np.float32) * 10.0**i for i, n in enumerate(lengths)
+    ]
+    tanh = get_activation("tanh")
+    samples = {q: [torch.from_numpy(layer) for layer in layers] for q in ("pre", "post")}
+    found = histograms.layer_counts(samples, tanh)
+    for quantity, bounds in (("pre", None), ("post", tanh.bounds)):
+        assert found[quantity].shape[:2] == (3, len(lengths))
+        for i, layer in enumerate(layers):
+            np.testing.assert_array_equal(
+                found[quantity][:, i].numpy(), numpy_counts(layer, bounds)
+            )

@@ -125,35 +125,47 @@ def _sample(values: int, device: torch.device) -> torch.Tensor:
     return chosen.to(device)
 
 
-def counts(
-    view: torch.Tensor, axes: Axes, runs: int, bounds: tuple[float, float] | None
-) -> torch.Tensor:
-    """Counts ``(runs, bins)`` of one stacked tensor, each run's values (or its fixed
-    subsample of ``SAMPLE``) binned together."""
-    import torch
-
+def sample(view: torch.Tensor, axes: Axes, runs: int) -> torch.Tensor:
+    """``(runs, values)``: each run's values of one stacked tensor, or its fixed subsample
+    of ``SAMPLE`` of them (the same positions in every run)."""
     values = view.movedim(axes.run, 0).reshape(runs, -1)
     if values.shape[1] > SAMPLE:
         values = values.index_select(1, _sample(values.shape[1], view.device))
-    if values.dtype == torch.float32:
-        index = bin_index(values, bounds)
+    return values
+
+
+def counts(values: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+    """Counts ``(..., bins)``: the values along the last axis binned together, for each
+    index of the leading ones."""
+    import torch
+
+    rows = values.reshape(-1, values.shape[-1])
+    if rows.dtype == torch.float32:
+        index = bin_index(rows, bounds)
     else:
-        boundaries = torch.tensor(edges(bounds), dtype=values.dtype, device=values.device)
-        index = torch.bucketize(values, boundaries)
-    bins = len(edges(bounds)) + 1
-    offset = torch.arange(runs, device=values.device).view(runs, 1) * (bins + 1)
-    found = torch.bincount((index + offset).flatten(), minlength=runs * (bins + 1))
-    found = found.view(runs, bins + 1)
+        boundaries = torch.tensor(edges(bounds), dtype=rows.dtype, device=rows.device)
+        index = torch.bucketize(rows, boundaries)
+    bins, n = len(edges(bounds)) + 1, len(rows)
+    offset = torch.arange(n, device=rows.device).view(n, 1) * (bins + 1)
+    found = torch.bincount((index + offset).flatten(), minlength=n * (bins + 1))
+    found = found.view(n, bins + 1)
     found[:, 0] += found[:, bins]  # -inf (see tables)
-    return found[:, :bins]
+    return found[:, :bins].reshape(*values.shape[:-1], bins)
 
 
 def layer_counts(
-    views: dict[str, torch.Tensor], axes: Axes, runs: int, activation: Activation
+    samples: dict[str, list[torch.Tensor]], activation: Activation
 ) -> dict[str, torch.Tensor]:
-    """Counts of each quantity (``pre``, ``post``, ``grad_h``) of one layer."""
+    """Counts ``(runs, layers, bins)`` of each quantity (``pre``, ``post``, ``grad_h``) from
+    every layer's :func:`sample`: binned in one pass where the layers' samples have one
+    length."""
+    import torch
+
     out = {}
-    for quantity, view in views.items():
+    for quantity, layers in samples.items():
         bounds = activation.bounds if quantity == "post" else None
-        out[quantity] = counts(view, axes, runs, bounds)
+        if len({layer.shape[1] for layer in layers}) == 1:
+            out[quantity] = counts(torch.stack(layers, dim=1), bounds)
+        else:
+            out[quantity] = torch.stack([counts(layer, bounds) for layer in layers], dim=1)
     return out

@@ -52,7 +52,7 @@ def probe(
         grads = torch.autograd.grad(out, record.pre + weights, grad_outputs=cotangent)
     grad_h, grad_w = grads[:depth], iter(grads[depth:])
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in STATISTICS}
-    counts: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
+    samples: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
     for index in range(depth):
         pre = record.pre[index].detach()
         post = record.post[index]
@@ -71,8 +71,8 @@ def probe(
             rows[name].append(statistic.compute(layer))
         if hists:
             views = {"pre": layer.pre, "post": layer.post, "grad_h": layer.grad_h}
-            for quantity, c in histograms.layer_counts(views, axes, net.runs, act).items():
-                counts[quantity].append(c)
+            for quantity, view in views.items():
+                samples[quantity].append(histograms.sample(view, axes, net.runs))
     stacked = torch.stack([torch.stack(rows[name], dim=1) for name in STATISTICS])
     checked = [i for i, s in enumerate(STATISTICS.values()) if s.divergence]
     finite = torch.isfinite(stacked[checked]).all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
@@ -86,7 +86,8 @@ def probe(
     stats = host[:n].reshape(stacked.shape)
     hist_arrays = None
     if hists:
-        hist_arrays = {q: torch.stack(c, dim=1).cpu().numpy() for q, c in counts.items()}
+        counted = histograms.layer_counts(samples, act)
+        hist_arrays = {q: c.cpu().numpy() for q, c in counted.items()}
     return ProbeResult(
         {name: stats[i] for i, name in enumerate(STATISTICS)},
         host[n : n + r].astype(bool),
