@@ -33,6 +33,7 @@ from initbench.report.classify import (
     confusion,
     equivalence_groups,
 )
+from initbench.report.sweep import did_train
 from initbench.sweeps.presets import preset
 from initbench.sweeps.store import load
 
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--no-flips", action="store_true", help="skip the flip-rate sweep")
     args = parser.parse_args()
     results = load(args.folder)
-    if not results.meta.get("grid", {}).get("train_steps") or results.curves.empty:
+    if not did_train(results):
         raise SystemExit(f"{args.folder} did not train: sweep --preset calibration")
     groups = equivalence_groups(results.cells, results.tables.get("weights"))
     by_weight = {}
@@ -83,7 +84,8 @@ def main() -> None:
         verdicts = classify(results.cells, results.layers, True, groups, rank_bits=weight)
         verdicts["held_out"] = rule.held_out(verdicts)
         by_weight[weight] = verdicts
-    rank_bits = fit_rank_bits(by_weight)
+    fitting = {weight: fitting_agreement(v) for weight, v in by_weight.items()}
+    rank_bits = fit_rank_bits(fitting)
     verdicts = by_weight[rank_bits]
     measures = verdicts[MEASURE_COLUMNS].sort_values([*CELL_KEYS, "scheme_id"])
     OUT.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def main() -> None:
         *(
             f"| {w:g} | {found['covered']:.1%} | {found['bad_recommended']} of "
             f"{found['probe_recommended']} |"
-            for w, found in ((w, fitting_agreement(v)) for w, v in by_weight.items())
+            for w, found in fitting.items()
         ),
         "",
     ]
@@ -164,11 +166,10 @@ def fitting_agreement(verdicts: pd.DataFrame) -> dict[str, float]:
     return agreement(part, part["probe_recommended"])
 
 
-def fit_rank_bits(by_weight: dict[float, pd.DataFrame]) -> float:
+def fit_rank_bits(found: dict[float, dict[str, float]]) -> float:
     """The recommendation's weight on effective rank whose recommendations on the fitting
-    half cover the most cells, then stall or diverge the fewest times (the smallest weight
-    on a tie)."""
-    found = {weight: fitting_agreement(v) for weight, v in by_weight.items()}
+    half (``found``: :func:`fitting_agreement` per weight) cover the most cells, then stall
+    or diverge the fewest times (the smallest weight on a tie)."""
     return min(found, key=lambda w: (-found[w]["covered"], found[w]["bad_recommended"], w))
 
 

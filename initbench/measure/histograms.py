@@ -60,14 +60,13 @@ CELL_BITS = 16  # a float32 key's low bits within one table cell: 2^16 cells of 
 def _keys(values: np.ndarray | torch.Tensor):
     """float32 values as int32 keys in the same order: the sign-and-magnitude bits turned
     into two's complement (``-0.0`` just below ``+0.0``, NaN beyond the infinities)."""
-    bits = values.view(np.int32) if isinstance(values, np.ndarray) else values.view(_int32())
+    if isinstance(values, np.ndarray):
+        bits = values.view(np.int32)
+    else:
+        import torch
+
+        bits = values.view(torch.int32)
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
-def _int32():
-    import torch
-
-    return torch.int32
 
 
 @functools.lru_cache(maxsize=16)

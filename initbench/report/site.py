@@ -15,7 +15,7 @@ from initbench.core.intervals import group_intervals
 from initbench.measure.statistics import STATISTICS
 from initbench.report.classify import CELL_KEYS
 from initbench.report.pages import Page, pages, report, write_page
-from initbench.report.sweep import summary, verdicts_of
+from initbench.report.sweep import did_train, summary, verdicts_of
 from initbench.report.tables import matrix
 from initbench.sweeps.schema import CELL_COLUMNS, SCHEMA_VERSION, THEORY_COLUMNS
 from initbench.sweeps.store import Results, load
@@ -124,8 +124,7 @@ def write_site(
                 "seconds": meta.get("seconds"),
                 "preset": meta.get("preset"),
                 "part": meta.get("part"),
-                "trained": bool(meta.get("grid", {}).get("train_steps"))
-                and not results.curves.empty,
+                "trained": did_train(results),
                 "grid": summary(results.cells, meta),
             }
         )

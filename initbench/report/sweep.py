@@ -34,13 +34,16 @@ VERDICT_COLUMNS = [
 ]
 
 
+def did_train(results: Results) -> bool:
+    """Whether a sweep trained: training steps asked for and training curves stored."""
+    return bool(results.meta.get("grid", {}).get("train_steps")) and not results.curves.empty
+
+
 def verdicts_of(results: Results) -> tuple[pd.DataFrame, bool]:
     """The classification of a sweep, and whether it trained."""
-    grid = results.meta.get("grid", {})
-    trained = bool(grid.get("train_steps")) and not results.curves.empty
     groups = equivalence_groups(results.cells, results.tables.get("weights"))
-    verdicts = classify(results.cells, results.layers, trained, groups)
-    return verdicts, trained
+    trained = did_train(results)
+    return classify(results.cells, results.layers, trained, groups), trained
 
 
 def sweep_page(
