@@ -24,7 +24,7 @@ from initbench.core.fmt import duration
 from initbench.core.folders import now
 from initbench.sweeps.executors import get_executor
 from initbench.sweeps.grid import Grid
-from initbench.sweeps.planning import estimate_seconds, plan_chunks
+from initbench.sweeps.planning import Estimate, estimate_seconds, pilot_size, plan_chunks
 from initbench.sweeps.presets import Preset
 from initbench.sweeps.store import FINISHED, Store, read_table
 
@@ -96,31 +96,41 @@ def sweep(
     where = describe_device(torch_device)
     if seconds > LARGE_GRID_SECONDS and not yes:
         raise UsageError(
-            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where}; "
-            "pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
+            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where} at its "
+            "matmul rate; pass --yes to run it, or narrow it (--depths, --widths, --seeds)"
         )
     if progress:
         to_go = f", {left:,.0f} to go" if left < total else ""
         parted = f" in {len(parts)} parts" if len(parts) > 1 else ""
-        print(
-            f"sweep {out}: {total:,.0f} runs{parted}{to_go}, about {duration(seconds)} on {where}"
+        print(f"sweep {out}: {total:,.0f} runs{parted}{to_go} on {where}; timing the first ones")
+    estimate = Estimate(torch_device)
+    options = {
+        "device": device,
+        "progress": progress,
+        "deterministic": deterministic,
+        "gpu_memory_fraction": gpu_memory_fraction,
+        "data_dir": data_dir,
+        "download": download,
+        "executor": executor,
+        "ray_address": ray_address,
+        "kind": kind,
+        "rng": rng,
+        "estimate": estimate,
+    }
+    piloted = {  # each part's first chunks, and the seconds they took
+        folder: _sweep_folder(part, folder, about=extra, pilot=True, **options)
+        for folder, (part, extra) in parts.items()
+    }
+    seconds, timed = estimate.seconds_left(), estimate.runs_timed
+    if seconds is not None and seconds > LARGE_GRID_SECONDS and not yes:
+        raise UsageError(
+            f"this grid has {total:,.0f} runs, about {duration(seconds)} on {where} as its "
+            f"first {timed:,} took; pass --yes to run the rest, or narrow it"
         )
+    if progress and seconds is not None:
+        print(f"sweep {out}: about {duration(seconds)} left, as the first {timed:,} runs took")
     for folder, (part, extra) in parts.items():
-        _sweep_folder(
-            part,
-            folder,
-            device=device,
-            progress=progress,
-            deterministic=deterministic,
-            gpu_memory_fraction=gpu_memory_fraction,
-            data_dir=data_dir,
-            download=download,
-            executor=executor,
-            ray_address=ray_address,
-            kind=kind,
-            about=extra,
-            rng=rng,
-        )
+        _sweep_folder(part, folder, about=extra, pilot=False, spent=piloted[folder], **options)
     return out
 
 
@@ -154,9 +164,14 @@ def _sweep_folder(
     kind: str,
     about: dict[str, Any] | None,
     rng: str,
-) -> Path:
-    """One folder's sweep (see :func:`sweep`)."""
-    began = time.perf_counter()
+    estimate: Estimate,
+    pilot: bool,
+    spent: float = 0.0,
+) -> float:
+    """One folder's sweep (see :func:`sweep`): its first chunks (``pilot``), or the rest,
+    each chunk timed into ``estimate``; returns the seconds it took, plus ``spent`` (the
+    pilot's, which the rest stamps in the meta). The pilot leaves its chunks as shards."""
+    began = time.perf_counter() - spent
     runs = grid.runs()
     torch_device = resolve_device(device)
     rng = resolve_rng(rng, torch_device)
@@ -192,9 +207,13 @@ def _sweep_folder(
         store.write_weights(grid.weight_signatures())
         finished = store.finished_run_ids()
         todo = [r for r in runs if r.id not in finished]
+        chunks = plan_chunks(todo, grid, torch_device)
+        estimate.plan(str(out), chunks, grid)
         bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
+        if pilot:
+            chunks = chunks[: pilot_size(len(chunks))]  # the most it times
         results = chosen.run(
-            plan_chunks(todo, grid, torch_device),
+            chunks,
             grid,
             torch_device,
             dataset=dataset,
@@ -203,23 +222,36 @@ def _sweep_folder(
             progress=bar,
             rng=rng,
         )
-        done = len(runs) - len(todo)
+        done = bar.n
+        last = time.perf_counter()
         try:
             with contextlib.closing(results):
                 for records in results:
                     store.write(records)
                     done += len(records.cells)
+                    estimate.finished(str(out), records.cells["run_id"].iloc[0], _since(last))
+                    last = time.perf_counter()
                     # whole runs, whatever the chunk reported on the way
                     bar.update(done - bar.n)
+                    if pilot and estimate.pilot_done(str(out)):
+                        break
+                    if not pilot:
+                        left = duration(estimate.seconds_left() or 0.0)
+                        bar.set_description_str(f"sweep {Path(out).name}, about {left} left", False)
         except BaseException:  # an interrupt, a full disk: keep what finished, then re-raise
             bar.close()
             with contextlib.suppress(OSError):  # the error on its way out is the one to see
                 _finish(store, meta, "interrupted", time.perf_counter() - began)
             raise
         bar.close()
-        _finish(store, meta, "finished", time.perf_counter() - began)
-        _check_outcome(store, [r.id for r in runs])
-        return Path(out)
+        if not pilot:
+            _finish(store, meta, "finished", time.perf_counter() - began)
+            _check_outcome(store, [r.id for r in runs])
+        return time.perf_counter() - began
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
 
 
 def _check_outcome(store: Store, run_ids: list[str]) -> None:
@@ -277,5 +309,5 @@ def _progress(total: int, done: int, enabled: bool, name: str):
         unit="run",
         desc=f"sweep {name}",
         dynamic_ncols=True,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}<{remaining}]{postfix}",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} runs [{elapsed}]{postfix}",
     )
