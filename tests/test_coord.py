@@ -23,6 +23,7 @@ import initbench
 from initbench.core.rng import Stream, run_generator
 from initbench.report import coord as coord_page
 from initbench.report import report
+from initbench.report.figures.base import read_data
 from initbench.studies.coord import COLUMNS, SLOPE_COLUMNS, coord_check, fit_slopes, width_verdict
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
@@ -237,7 +238,7 @@ def test_a_coord_folder_and_its_report_page(cli_runs):
     coords, slopes = results.tables["coords"], results.tables["slopes"]
     pd.testing.assert_frame_equal(slopes, fit_slopes(coords))
     path = report(folder)
-    saved = pd.read_csv(folder / "report" / "figures" / "coords.csv")
+    saved = read_data(folder / "report" / "figures", "coords")
     assert list(saved.columns) == coord_page.DATA_COLUMNS
     # the CSV: mean, lowest and highest seed per step, module call and width (float32's digits)
     mine = (

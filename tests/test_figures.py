@@ -17,7 +17,7 @@ from initbench import Grid
 from initbench.measure.statistics import drawn, layer_figures
 from initbench.report import report
 from initbench.report.figures import hists, layers, training
-from initbench.report.figures.base import Context, choose_groups
+from initbench.report.figures.base import Context, choose_groups, read_data
 from initbench.report.sweep import verdicts_of
 
 SCHEMES = (
@@ -109,7 +109,7 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
     ((keys, rows),) = ctx.facets()
     groups, _ = choose_groups(rows)
     table = layers.data(ctx, stat, keys, groups)
-    saved = pd.read_csv(root / "report" / "figures" / f"{stat.name}_mlp_w16.csv")
+    saved = read_data(root / "report" / "figures", f"{stat.name}_mlp_w16")
     pd.testing.assert_frame_equal(
         saved.drop(columns="members"),
         table.drop(columns="members").reset_index(drop=True),
@@ -180,7 +180,7 @@ def test_histograms_draw_their_data_and_the_data_is_the_store(store):
         ]
         groups = list(dict.fromkeys(deepest["group"]))
         table = hists.data(ctx, keys, activation, groups)
-        saved = pd.read_csv(root / "report" / "figures" / f"hist_mlp_w16_{activation}_d16.csv")
+        saved = read_data(root / "report" / "figures", f"hist_mlp_w16_{activation}_d16")
         assert len(saved) == len(table)
         np.testing.assert_allclose(saved["value"], table["value"])
         # independent: each shown layer's stored counts, summed over seeds, as shares
@@ -245,7 +245,7 @@ def test_training_figures_draw_their_data_and_the_data_is_the_store(store):
     )
     for name, (column, _, _) in training.CURVES.items():
         table = training.curve_data(ctx, column, keys, groups)
-        saved = pd.read_csv(root / "report" / "figures" / f"{name}_mlp_w16.csv")
+        saved = read_data(root / "report" / "figures", f"{name}_mlp_w16")
         np.testing.assert_allclose(saved["value"], table["value"])
         for row in table.itertuples():
             runs = merged[

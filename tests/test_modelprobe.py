@@ -23,6 +23,7 @@ from initbench.core.errors import UsageError
 from initbench.core.rng import run_generator
 from initbench.report import probe as probe_page
 from initbench.report import report
+from initbench.report.figures.base import read_data
 from initbench.studies.models import load_model
 from initbench.studies.probe import COLUMNS, probe_model
 from tests.cli import assert_usage_error, run_all
@@ -306,7 +307,7 @@ def test_a_probe_folder_and_its_report_page(cli_runs):
     )
     path = report(folder)
     modules = initbench.load(folder).tables["modules"]
-    saved = pd.read_csv(folder / "report" / "figures" / "modules.csv")
+    saved = read_data(folder / "report" / "figures", "modules")
     assert list(saved.columns) == probe_page.DATA_COLUMNS
     assert set(saved["kind_of_point"]) == {"measured"}
     # the CSV is each module call's mean, lowest and highest seed (to float32's 8 digits)

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import initbench
+from initbench.report.figures.base import read_data
 from initbench.report.phase import critical_point, heatmap_figure, measurements, prediction
 from initbench.studies.phase import parse_values, phase
 
@@ -102,7 +102,7 @@ def test_heatmaps_draw_the_measurements(folder):
                 assert accuracy[i, j] == pytest.approx(cells.loc[mask, "final_test_acc"].mean())
         trainable = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "trainable"]
         assert np.allclose(trainable[0].get_ydata(), np.clip(6 * line["xi_c"], 1e-3, 1e6))
-        saved = pd.read_csv(folder / "report" / "figures" / f"phase_b{b:g}.csv")
+        saved = read_data(folder / "report" / "figures", f"phase_b{b:g}")
         measured = saved[(saved["kind"] == "measured") & (saved["statistic"] == "final_test_acc")]
         for row in measured.itertuples():
             mask = (cells["depth"] == row.depth) & (cells["bias_var"] == b)

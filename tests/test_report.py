@@ -170,8 +170,10 @@ def test_report_files(real_report):
         "loss",
         "steps",
     }
-    for name in names:  # every figure ships its vector copy and the data it draws
-        assert (figures / f"{name}.svg").exists() and (figures / f"{name}.csv").exists()
+    drawn = set(pd.read_csv(figures / "data.csv.gz")["figure"])
+    for name in names:  # every figure ships the data it draws, and nothing else
+        assert (figures / f"{name}.png").exists() and name in drawn
+    assert {p.suffix for p in figures.iterdir()} == {".png", ".gz"}
     html = real_report.read_text()
     assert "http://" not in html and "https://" not in html  # no CDN, works offline
     assert html.count('class="verdict"') == len(names)

@@ -19,8 +19,8 @@ import pandas as pd
 from initbench.core import fmt
 from initbench.core.errors import UsageError
 from initbench.core.ids import shape_text
-from initbench.report.figures.base import Figure, save, setup
-from initbench.report.pages import Page, provenance, write_page
+from initbench.report.figures.base import Figure, save, setup, write_data
+from initbench.report.pages import Page, measured_on, provenance, write_page
 from initbench.report.probe import aggregate, label
 from initbench.sweeps.store import Results
 
@@ -276,14 +276,15 @@ def findings(results: Results) -> str:
 
 
 def page(results: Results, out: Path) -> Path:
-    """Writes ``out/index.html`` and ``out/figures/coords.{png,svg,csv}``."""
+    """Writes ``out/index.html``, ``out/figures/coords.png`` and the table it draws."""
     coords, slopes = _tables(results)
     meta = results.meta
     steps, optimizer = int(coords["step"].max()), str(meta.get("optimizer"))
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     data = figure_data(coords)
-    save(draw(data, steps, optimizer), data, figures_dir, NAME)
+    save(draw(data, steps, optimizer), figures_dir, NAME)
+    write_data(figures_dir, {NAME: data})
     points = coords.groupby(["width", "seed"]).ngroups
     figure = Figure(
         NAME,
@@ -299,6 +300,7 @@ def page(results: Results, out: Path) -> Path:
         "coord.html.j2",
         out,
         title=f"initbench coord: {meta.get('model')}",
+        measured_on=measured_on(meta),
         figure=figure,
         table=html,
         stable=float(meta["stable"]),

@@ -56,17 +56,17 @@ def env() -> jinja2.Environment:
 
 
 def write_page(template: str, out: Path, **context) -> Path:
-    """Renders a page template into ``out/index.html`` (whole or not at all), stamped with
-    the time (unless ``context`` has ``generated``)."""
-    context.setdefault("generated", folders.now())
+    """Renders a page template into ``out/index.html`` (whole or not at all). A page says
+    when its results were measured (``measured_on``), not when it was written: the same
+    results give the same page."""
     path = out / "index.html"
     atomic_write_bytes(path, env().get_template(template).render(**context).encode())
     return path
 
 
 def report(results_dir: str | Path | Results, out: str | Path | None = None, **options) -> Path:
-    """Writes the report of a results folder: ``index.html``, figures (PNG, SVG and the
-    CSV each draws), tables (CSV, Markdown, HTML) and ``verdicts.csv``.
+    """Writes the report of a results folder: ``index.html``, figures (PNG, and the tables
+    they draw in ``figures/data.csv.gz``), tables (CSV, Markdown) and ``verdicts.csv``.
 
     The report is built beside ``out`` and swapped in whole: an error or Ctrl-C leaves the
     previous one as it was. A site's page is its own ``index.html``, rewritten in place.
@@ -104,6 +104,11 @@ def report(results_dir: str | Path | Results, out: str | Path | None = None, **o
             written = page(results, building, **options)
             folders.write_meta(building, {"kind": "report", "of": results.kind})
         return out / written.relative_to(building)
+
+
+def measured_on(meta: dict) -> str | None:
+    """When a results folder's measurements finished (or began)."""
+    return meta.get("finished") or meta.get("started")
 
 
 def provenance(meta: dict) -> list[tuple[str, str]]:

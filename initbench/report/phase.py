@@ -13,8 +13,8 @@ import pandas as pd
 from initbench.core import fmt
 from initbench.core.activations import get_activation
 from initbench.core.schemes import get_scheme
-from initbench.report.figures.base import Figure, save, setup
-from initbench.report.pages import Page, write_page
+from initbench.report.figures.base import Figure, save, setup, write_data
+from initbench.report.pages import Page, measured_on, write_page
 from initbench.report.sweep import summary, verdicts_of
 from initbench.sweeps.store import Results
 
@@ -221,20 +221,24 @@ def page(results: Results, out: Path) -> Path:
     sw = np.asarray(spec["sigma_w2"], float)
     fine = np.linspace(sw.min(), sw.max(), 120) if len(sw) > 1 else sw
     lines = {float(b): prediction(spec["activation"], fine, float(b)) for b in spec["sigma_b2"]}
-    figures = []
+    figures, drawn = [], {}
     for sigma_b2, line in sorted(lines.items()):
         rows = table[table["bias_var"] == sigma_b2]
         name = f"phase_b{sigma_b2:g}"
-        data = _tidy(rows, line, sigma_b2)
-        save(heatmap_figure(rows, line, sigma_b2, spec["activation"]), data, figures_dir, name)
+        drawn[name] = _tidy(rows, line, sigma_b2)
+        save(heatmap_figure(rows, line, sigma_b2, spec["activation"]), figures_dir, name)
         figures.append(Figure(name, "phase", f"Phase diagram, sigma_b^2 = {sigma_b2:g}", ""))
-    data = pd.concat([_tidy(table[table["bias_var"] == b], line, b) for b, line in lines.items()])
-    save(scale_figure(table, lines, spec["activation"]), data, figures_dir, "depth_scale")
+    drawn["depth_scale"] = pd.concat(
+        [_tidy(table[table["bias_var"] == b], line, b) for b, line in lines.items()]
+    )
+    save(scale_figure(table, lines, spec["activation"]), figures_dir, "depth_scale")
     figures.append(Figure("depth_scale", "phase", "Correlation depth scale", ""))
+    write_data(figures_dir, drawn)
     return write_page(
         "phase.html.j2",
         out,
         title=f"initbench phase diagram: {results.path.name}",
+        measured_on=measured_on(results.meta),
         spec=spec,
         figures=figures,
         verdicts=verdicts(table, lines),

@@ -17,8 +17,8 @@ import pandas as pd
 
 from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report.figures.base import Figure, save, setup
-from initbench.report.pages import Page, provenance, write_page
+from initbench.report.figures.base import Figure, save, setup, write_data
+from initbench.report.pages import Page, measured_on, provenance, write_page
 from initbench.sweeps.store import Results
 
 NAME = "modules"
@@ -281,13 +281,14 @@ def findings(results: Results) -> str:
 
 
 def page(results: Results, out: Path) -> Path:
-    """Writes ``out/index.html`` and ``out/figures/modules.{png,svg,csv}``."""
+    """Writes ``out/index.html``, ``out/figures/modules.png`` and the table it draws."""
     modules = _modules(results)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     data = figure_data(modules)
     marks = extremes(steps(modules, data))
-    save(draw(data, marks), data, figures_dir, NAME)
+    save(draw(data, marks), figures_dir, NAME)
+    write_data(figures_dir, {NAME: data})
     figure = Figure(
         NAME,
         "signal",
@@ -302,6 +303,7 @@ def page(results: Results, out: Path) -> Path:
         "probe.html.j2",
         out,
         title=f"initbench probe: {results.meta.get('model')}",
+        measured_on=measured_on(results.meta),
         figure=figure,
         table=html,
         summary=summary(results.meta),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.report.pages import Page, write_page
+from initbench.report.pages import Page, measured_on, write_page
 from initbench.sweeps.store import Results
 
 
@@ -41,6 +41,7 @@ def page(results: Results, out: Path) -> Path:
         "reproduce.html.j2",
         out,
         title=f"Reproduction: {record['name']}",
+        measured_on=measured_on(results.meta),
         record=record,
         measured=measured_text(record),
         details=[
@@ -62,6 +63,7 @@ def overview(results: Results, out: Path) -> Path:
         "reproductions.html.j2",
         out,
         title="initbench: reproductions of classic results",
+        measured_on=measured_on(results.meta),
         records=[r | {"measured_text": measured_text(r)} for r in records],
         passed=sum(r["passed"] for r in records),
         seconds=sum(r["seconds"] for r in records),

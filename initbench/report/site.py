@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.core.errors import UsageError
-from initbench.core.folders import atomic_write_parquet, now, replacing, write_meta
+from initbench.core.folders import atomic_write_parquet, replacing, write_meta
 from initbench.core.intervals import group_intervals
 from initbench.measure.statistics import STATISTICS
 from initbench.report.classify import CELL_KEYS
@@ -139,7 +139,7 @@ def write_site(
     meta = {
         "kind": "site",
         "schema_version": SCHEMA_VERSION,
-        "generated": now(),
+        "measured": max((e["date"] for e in entries if e.get("date")), default=None),
         "entries": entries,
         "asv_link": asv_link,
     }
@@ -195,7 +195,7 @@ def site_page(results: Results, out: Path) -> Path:
             e | {"about": pages()[e["kind"]].about} for e in meta["entries"] if e["kind"] != "sweep"
         ],
         asv_link=meta.get("asv_link"),
-        generated=meta.get("generated"),
+        measured_on=meta.get("measured"),
     )
 
 

@@ -17,7 +17,7 @@ from initbench.report.classify import (
     equivalence_groups,
 )
 from initbench.report.figures import SECTIONS, Context, all_figures
-from initbench.report.pages import Page, provenance, write_page
+from initbench.report.pages import Page, measured_on, provenance, write_page
 from initbench.report.tables import cell_tables, matrix
 from initbench.sweeps.store import Results
 
@@ -68,7 +68,6 @@ def sweep_page(
         (tables_dir / f"{table.id}.md").write_text(
             f"### {table.title}\n\n{table.view.to_markdown(index=False)}\n\n{table.verdict}\n"
         )
-        (tables_dir / f"{table.id}.html").write_text(_table_html(table.view))
     ctx = Context(
         cells,
         results.layers,
@@ -86,6 +85,7 @@ def sweep_page(
         "sweep.html.j2",
         out,
         title=f"initbench: {results.path.name}",
+        measured_on=measured_on(results.meta),
         meta=results.meta,
         status=cells["status"].value_counts().to_dict(),
         missing=expected - len(cells),

@@ -44,7 +44,7 @@ def line_figure(
     """A line per ``series`` of ``table`` (columns ``series, x, value, lo, hi``): the mean and
     a band from the lowest to the highest seed; saved with the table it draws under
     ``folder/figures``. Returns the figure's path relative to ``folder``."""
-    from initbench.report.figures.base import save, setup
+    from initbench.report.figures.base import save, setup, write_data
 
     plt = setup()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -77,7 +77,8 @@ def line_figure(
     fig.tight_layout()
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    save(fig, table.reset_index(drop=True), figures, name)
+    save(fig, figures, name)
+    write_data(figures, {name: table.reset_index(drop=True)})
     return f"figures/{name}.png"
 
 

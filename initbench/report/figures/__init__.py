@@ -12,7 +12,7 @@ import pkgutil
 from pathlib import Path
 from types import ModuleType
 
-from initbench.report.figures.base import Context, Figure
+from initbench.report.figures.base import Context, Figure, write_data
 
 
 def _kinds() -> list[ModuleType]:
@@ -30,8 +30,9 @@ SECTIONS = {key: title for kind in KINDS for key, title in kind.SECTIONS.items()
 
 
 def all_figures(ctx: Context, out: Path) -> list[Figure]:
-    """Draws and saves every figure, in page order."""
+    """Draws and saves every figure, in page order, and the tables they draw."""
     made = [figure for kind in KINDS for figure in kind.figures(ctx, out)]
+    write_data(out, {figure.name: figure.data for figure in made})
     return sorted(made, key=lambda f: list(SECTIONS).index(f.section))
 
 

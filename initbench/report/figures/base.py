@@ -1,12 +1,15 @@
 """What every figure shares: its context, its saved files, colours, facets and folding.
 
-Every figure is drawn from a tidy table (one row per drawn point) that is saved beside it
-as ``<name>.csv``; lines are drawn with the table's values as they are (nothing is clipped
-or floored), and points the axes cannot show get marks at the axes' edge instead.
+Every figure is drawn from a tidy table (one row per drawn point), saved with the tables of
+the page's other figures in ``figures/data.csv.gz`` (its ``figure`` column names the
+figure); lines are drawn with the table's values as they are (nothing is clipped or
+floored), and points the axes cannot show get marks at the axes' edge instead.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +41,8 @@ DATA_COLUMNS = [
 
 @dataclass
 class Figure:
-    """A saved figure: ``figures/<name>.{png,svg,csv}``, with its verdict (one line per
-    panel or finding, separated by newlines)."""
+    """A saved figure, ``figures/<name>.png``, with its verdict (one line per panel or
+    finding, separated by newlines) and the table it draws."""
 
     name: str
     section: str
@@ -47,6 +50,7 @@ class Figure:
     verdict: str
     caption: str = ""
     folded: list[str] = field(default_factory=list)
+    data: pd.DataFrame | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -111,16 +115,43 @@ def setup():
     return plt
 
 
-def save(fig, data: pd.DataFrame, out: Path, name: str) -> None:
-    """Writes the figure (PNG, SVG) and the table it draws (CSV), then closes it. The same
-    figure gives the same bytes: no date in the SVG, its element ids salted by ``name``."""
+def save(fig, out: Path, name: str) -> None:
+    """Writes the figure as ``out/<name>.png``, then closes it; the same figure gives the
+    same bytes (no date in its metadata)."""
     import matplotlib.pyplot as plt
 
-    data.to_csv(out / f"{name}.csv", index=False, float_format="%.8g")  # float32's digits
-    with plt.rc_context({"svg.hashsalt": name}):
-        fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
-        fig.savefig(out / f"{name}.svg", dpi=110, bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+
+
+DATA_FILE = "data.csv.gz"
+
+
+def write_data(out: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Writes ``tables`` (figure name -> the table it draws) into ``out/data.csv.gz``
+    beside the other figures' tables already there: one table after another in the order
+    of their names, a first column ``figure`` naming each. The same tables give the same
+    bytes (no time stamp in the gzip header)."""
+    kept = {}
+    if (out / DATA_FILE).exists():
+        earlier = pd.read_csv(out / DATA_FILE)
+        kept = {name: rows.drop(columns="figure") for name, rows in earlier.groupby("figure")}
+    tables = kept | {name: t for name, t in tables.items() if t is not None}
+    frames = [tables[name].assign(figure=name) for name in sorted(tables)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"figure": []})
+    frame = frame[["figure", *(c for c in frame.columns if c != "figure")]]
+    text = frame.to_csv(index=False, float_format="%.8g")  # float32's digits
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
+        zipped.write(text.encode())
+    (out / DATA_FILE).write_bytes(buffer.getvalue())
+
+
+def read_data(out: Path, name: str) -> pd.DataFrame:
+    """The table that figure ``name`` in ``out`` draws, as :func:`write_data` saved it."""
+    frame = pd.read_csv(out / DATA_FILE)
+    rows = frame[frame["figure"] == name].drop(columns="figure").reset_index(drop=True)
+    return rows.dropna(axis=1, how="all")
 
 
 def stem(keys: dict) -> str:

@@ -292,7 +292,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                 c if c.isalnum() or c in "._-" else "-"
                 for c in f"hist_{stem(keys)}_{activation}_d{depth}"
             )
-            save(draw(ctx, table, shown, title), table, out, name)
+            save(draw(ctx, table, shown, title), out, name)
             caption = (
                 "Share of values per bin, drawn as a density, layers from light (first) to dark "
                 "(last). Unbounded values by magnitude on a log axis, with bars for exactly 0, "
@@ -300,5 +300,5 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
             )
             if folded:
                 caption += f" Not drawn: {', '.join(folded)}."
-            made.append(Figure(name, "histograms", title, verdict(table), caption, folded))
+            made.append(Figure(name, "histograms", title, verdict(table), caption, folded, table))
     return made

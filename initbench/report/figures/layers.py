@@ -232,7 +232,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                 continue
             fig = draw(ctx, stat, keys, table, groups)
             name = f"{stat.name}_{stem(keys)}"
-            save(fig, table, out, name)
+            save(fig, out, name)
             caption = stat.caption
             if folded:
                 caption += f" Not drawn ({len(folded)} more; see the tables): {', '.join(folded)}."
@@ -244,6 +244,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                     verdict(ctx, stat, keys, table),
                     caption,
                     folded,
+                    table,
                 )
             )
     return made

@@ -186,7 +186,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                 continue
             fig = draw_curves(ctx, name, keys, table, groups)
             stem_name = f"{name}_{stem(keys)}"
-            save(fig, table, out, stem_name)
+            save(fig, out, stem_name)
             made.append(
                 Figure(
                     stem_name,
@@ -195,13 +195,14 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                     curve_verdict(ctx, keys, table),
                     "Logged every eval_every steps; accuracy on the whole test split." + note,
                     folded,
+                    table,
                 )
             )
         table = steps_data(ctx, keys, groups)
         if not table.empty:
             fig = draw_steps(ctx, keys, table, groups, budget)
             stem_name = f"steps_{stem(keys)}"
-            save(fig, table, out, stem_name)
+            save(fig, out, stem_name)
             made.append(
                 Figure(
                     stem_name,
@@ -211,6 +212,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                     "A bar per activation; hatched to the budget: no seed reached the target."
                     + note,
                     folded,
+                    table,
                 )
             )
     return made
