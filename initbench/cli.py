@@ -502,6 +502,23 @@ def publish_cmd(
 
 
 @app.command()
+def compare(
+    first: Annotated[Path, typer.Argument(help="A sweep folder or a published site: a.")],
+    second: Annotated[Path, typer.Argument(help="Another of the same kind: b.")],
+    out: Annotated[Path, typer.Option(help="Where the page and changes.csv go.")] = Path("compare"),
+) -> None:
+    """Show the verdicts that changed between two sweeps or two published sites."""
+    from initbench.report.compare import compare as compare_folders
+
+    page, counts = compare_folders(first, second, out)
+    done(
+        f"{counts['changed']:,} of {counts['compared']:,} scheme-cells changed "
+        f"({counts['verdicts']:,} verdicts; {counts['only_a']:,} only in a, "
+        f"{counts['only_b']:,} only in b); page in {page}"
+    )
+
+
+@app.command()
 def check(
     folder: Annotated[Path, typer.Argument(help="A results folder (any kind) or a site.")],
     repair: Annotated[
