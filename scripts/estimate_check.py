@@ -2,6 +2,7 @@
 
     python scripts/estimate_check.py                       # quick, default, atlas-cpu; idle
     python scripts/estimate_check.py --presets quick,default --busy
+    python scripts/estimate_check.py --presets atlas-cpu --keep work   # work/atlas-cpu stays
 
 Runs ``initbench sweep --preset P --device cpu`` for each preset into a fresh folder and
 reads its output as it comes: when the sweep prints "about T left, as the first N runs
@@ -55,11 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="quick,default,atlas-cpu")
     parser.add_argument("--busy", action="store_true", help="with a second job on the cores")
+    parser.add_argument("--keep", type=Path, help="sweep into KEEP/PRESET and keep it there")
     args = parser.parse_args()
     load = subprocess.Popen([sys.executable, "-c", BUSY]) if args.busy else None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = [check(p, Path(tmp) / p) for p in args.presets.split(",")]
+            where = args.keep or Path(tmp)
+            rows = [check(p, where / p) for p in args.presets.split(",")]
     finally:
         if load is not None:
             load.kill()

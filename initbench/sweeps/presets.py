@@ -165,6 +165,9 @@ WIDTHS = (64, 128, 256, 512, 1024)
 ATLAS = {
     "mlp": Grid.from_dict({"archs": ["mlp"], "depths": DEPTHS, "widths": WIDTHS}, PROBE),
     "resmlp": Grid.from_dict({"archs": ["resmlp"], "depths": DEPTHS, "widths": WIDTHS}, PROBE),
+    "resmlp-norm": Grid.from_dict(
+        {"archs": ["resmlp[norm=layer]"], "depths": DEPTHS, "widths": WIDTHS}, PROBE
+    ),
     "mlp-trained": Grid.from_dict(
         {"archs": ["mlp"], "depths": [2, 5, 10, 20, 50], "widths": [64, 128, 256]}, TRAINED
     ),
@@ -207,12 +210,20 @@ register_preset(
 )
 register_preset(
     "atlas-cpu",
-    "the part of the atlas that fits 30 minutes on 2 CPU cores: mlps at depths 2-50, widths "
-    "64-256, probed; and trained on digits at width 128, depth 20",
+    "the part of the atlas that fits 45 minutes on 2 CPU cores: every architecture probed "
+    "(mlp at depths 2-50, resmlp with and without LayerNorm at depths 5-50, widths 64 and "
+    "256; cnn at 32 channels, depths 5 and 20; resnet at 32 channels, 2 and 5 blocks; "
+    "transformer at width 64, 2 and 5 blocks), and mlps trained on digits at width 128, "
+    "depth 20",
     parts={
-        "mlp": Grid.from_dict(
-            {"depths": [2, 5, 10, 20, 50], "widths": [64, 128, 256]}, ATLAS["mlp"]
+        "mlp": Grid.from_dict({"depths": [2, 5, 10, 20, 50], "widths": [64, 256]}, ATLAS["mlp"]),
+        "resmlp": Grid.from_dict({"depths": [5, 20, 50], "widths": [64, 256]}, ATLAS["resmlp"]),
+        "resmlp-norm": Grid.from_dict(
+            {"depths": [5, 20, 50], "widths": [64, 256]}, ATLAS["resmlp-norm"]
         ),
+        "cnn": Grid.from_dict({"depths": [5, 20], "widths": [32]}, ATLAS["cnn"]),
+        "resnet": Grid.from_dict({"depths": [2, 5], "widths": [32]}, ATLAS["resnet"]),
+        "transformer": Grid.from_dict({"depths": [2, 5], "widths": [64]}, ATLAS["transformer"]),
         "mlp-trained": Grid.from_dict({"depths": [20], "widths": [128]}, ATLAS["mlp-trained"]),
     },
     whole="atlas",
