@@ -95,3 +95,23 @@ def test_the_command_prints_the_counts_and_refuses_bad_input(sweeps, tmp_path):
     mixed = run_cli("compare", str(a), str(tmp_path / "site"), "--out", str(tmp_path / "d"))
     assert_usage_error(mixed, "not one of each")
     assert_usage_error(run_cli("compare", str(a), str(tmp_path / "nothing")), "nothing")
+
+
+def test_a_scheme_under_another_gain_pairs_only_when_alone_of_its_kind_on_each_side():
+    from initbench.report.compare import matched, without_gain
+
+    assert without_gain("xavier_normal[gain=unit]") == "xavier_normal"
+    assert without_gain("kaiming_normal[mode=fan_in,gain=2]") == "kaiming_normal[mode=fan_in]"
+    assert without_gain("normal[std=0.01]") == "normal[std=0.01]"
+    cell = {"sweep": "", "activation": "tanh", "arch": "mlp", "depth": 5, "width": 8}
+
+    def side(*ids):
+        frame = pd.DataFrame([cell | {"bias_var": 0.0, "scheme_id": i} for i in ids])
+        return frame.assign(kind_of=frame["scheme_id"].map(without_gain), signal="stable")
+
+    a = side("x[gain=unit]", "x[gain=matched]", "y[gain=1]")
+    b = side("x[gain=unit]", "x[gain=3]", "y[gain=2]")
+    found, only_a, only_b = matched(a, b)
+    pairs = set(zip(found["scheme_id_a"], found["scheme_id_b"], strict=True))
+    assert pairs == {("x[gain=unit]", "x[gain=unit]"), ("y[gain=1]", "y[gain=2]")}
+    assert (only_a, only_b) == (1, 1)  # x[gain=matched] and x[gain=3]: two x on each side

@@ -103,13 +103,34 @@ def _independent_layers(results, column, relative):
     return result
 
 
+def assert_text_is_legible(fig):
+    """No text smaller than the figure's legend (at page width: 10 px; test_report)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from initbench.report.figures.base import LEGEND_POINTS
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    assert sizes and min(sizes) >= LEGEND_POINTS, min(sizes)
+    plt.close(fig)
+
+
+def facet(ctx, activation):
+    """The figure keys and verdict rows of one activation's network (one per activation)."""
+    facets = {keys["activation"]: (keys, rows) for keys, rows in ctx.facets()}
+    assert set(facets) == {"relu", "tanh"}
+    return facets[activation]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("stat", layer_figures(), ids=lambda s: s.name)
-def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat):
+def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat, activation):
     root, results, ctx = store
-    ((keys, rows),) = ctx.facets()
+    keys, rows = facet(ctx, activation)
     groups, _ = choose_groups(rows)
     table = layers.data(ctx, stat, keys, groups)
-    saved = read_data(root / "report" / "figures", f"{stat.name}_mlp_w16")
+    assert set(table["activation"]) == {activation}
+    saved = read_data(root / "report" / "figures", f"{stat.name}_mlp_w16_{activation}")
     pd.testing.assert_frame_equal(
         saved.drop(columns="members"),
         table.drop(columns="members").reset_index(drop=True),
@@ -130,6 +151,8 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
         else:
             assert row.value == pytest.approx(expected, rel=1e-9, abs=1e-12)
     fig = layers.draw(ctx, stat, keys, table, groups)
+    fig.canvas.draw()  # tick labels exist once drawn
+    assert_text_is_legible(fig)
     axes = _axes(fig)
     zero_rows = 0
     for (activation, depth, scheme), rows_ in measured.groupby(
@@ -153,7 +176,7 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
     for (activation, depth, scheme), rows_ in theory.groupby(["activation", "depth", "scheme_id"]):
         line = _lines(axes[f"{activation}, depth {depth}"], "theory")[scheme]
         np.testing.assert_allclose(line.get_ydata(), rows_["value"].to_numpy())
-    if stat.name == "signal":
+    if stat.name == "signal" and activation == "relu":
         # values far below 1 are drawn as they are (the old report drew them at 1)
         vanishing = measured[
             (measured["scheme_id"] == "xavier_normal[gain=unit]")
@@ -173,8 +196,8 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
 
 def test_histograms_draw_their_data_and_the_data_is_the_store(store):
     root, results, ctx = store
-    ((keys, rows),) = ctx.facets()
     for activation in ("relu", "tanh"):
+        keys, rows = facet(ctx, activation)
         deepest = rows[
             (rows["activation"] == activation) & (rows["depth"] == 16) & (rows["note"] == "")
         ]
@@ -213,6 +236,8 @@ def test_histograms_draw_their_data_and_the_data_is_the_store(store):
                 edge = stored.loc[stored["hi"] <= -0.92, "count"].sum() / total
                 assert shown.loc[shown["hi"] <= -0.92 + 1e-9, "value"].sum() == pytest.approx(edge)
         fig = hists.draw(ctx, table, groups, "t")
+        fig.canvas.draw()
+        assert_text_is_legible(fig)
         drawn = {}
         for ax in fig.axes:
             for line in ax.get_lines():
@@ -235,9 +260,10 @@ def test_histograms_draw_their_data_and_the_data_is_the_store(store):
             assert bars
 
 
-def test_training_figures_draw_their_data_and_the_data_is_the_store(store):
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_training_figures_draw_their_data_and_the_data_is_the_store(store, activation):
     root, results, ctx = store
-    ((keys, rows),) = ctx.facets()
+    keys, rows = facet(ctx, activation)
     groups, _ = choose_groups(rows)
     cells = results.cells[results.cells["status"].isin(["ok", "diverged"])]
     merged = results.curves.merge(
@@ -245,7 +271,7 @@ def test_training_figures_draw_their_data_and_the_data_is_the_store(store):
     )
     for name, (column, _, _) in training.CURVES.items():
         table = training.curve_data(ctx, column, keys, groups)
-        saved = read_data(root / "report" / "figures", f"{name}_mlp_w16")
+        saved = read_data(root / "report" / "figures", f"{name}_mlp_w16_{activation}")
         np.testing.assert_allclose(saved["value"], table["value"])
         for row in table.itertuples():
             runs = merged[
@@ -257,6 +283,8 @@ def test_training_figures_draw_their_data_and_the_data_is_the_store(store):
             assert row.value == pytest.approx(runs[column].mean(), nan_ok=True)
             assert row.lo == pytest.approx(runs[column].min(), nan_ok=True)
         fig = training.draw_curves(ctx, name, keys, table, groups)
+        fig.canvas.draw()
+        assert_text_is_legible(fig)
         axes = _axes(fig)
         for (activation, depth, scheme), rows_ in table.groupby(
             ["activation", "depth", "scheme_id"]

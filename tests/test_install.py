@@ -12,7 +12,7 @@ ROOT = Path(__file__).parents[1]
 
 def pins() -> dict[str, str]:
     lines = (ROOT / "constraints.txt").read_text().splitlines()
-    found = [re.fullmatch(r"([\w-]+)==([\w.]+)", line.strip()) for line in lines]
+    found = [re.fullmatch(r"([\w-]+)==(\S+)", line.strip()) for line in lines]
     return {m[1]: m[2] for m in found if m}
 
 

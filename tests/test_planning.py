@@ -2,6 +2,7 @@
 extrapolates timed chunks exactly when their times follow its model."""
 
 import numpy as np
+import pytest
 import torch
 
 from initbench import Grid
@@ -84,11 +85,73 @@ def test_the_pilot_times_two_chunks_and_ten_seconds_or_a_tenth_of_the_chunks():
     chunks = plan_chunks(GRID.runs(), GRID, CPU)
     estimate = Estimate(CPU)
     estimate.plan("part", chunks, GRID)
-    estimate.finished("part", chunks[0][0].id, 30.0)
-    assert not estimate.pilot_done("part")
+    estimate.finished("part", chunks[0][0].id, 30.0)  # the warm-up: it does not count
     estimate.finished("part", chunks[1][0].id, 1.0)
+    assert not estimate.pilot_done("part")
+    estimate.finished("part", chunks[2][0].id, 9.5)
     assert estimate.pilot_done("part")
-    estimate.plan("short", chunks[2:5], GRID)
-    for chunk in chunks[2:5]:
+    estimate.plan("short", chunks[3:6], GRID)
+    for chunk in chunks[3:6]:
         estimate.finished("short", chunk[0].id, 1.0)
     assert not estimate.pilot_done("short")  # it stops at pilot_size's cap instead
+
+
+SMALL = Grid(
+    schemes=("xavier_normal", "orthogonal", "normal[std=0.01]"),
+    activations=("tanh", "relu"),
+    depths=(2, 3, 4),
+    widths=(8,),
+    seeds=2,
+    batch_size=16,
+)
+
+
+def counting(monkeypatch, fail_depth=None):
+    """Every run id the local executor computes, in order; runs of ``fail_depth`` fail."""
+    from initbench.sweeps.engine import failed_records
+    from initbench.sweeps.executors import local
+
+    computed, real = [], local.compute_chunk
+
+    def compute(chunk, grid, device, *args, **kwargs):
+        computed.extend(run.id for run in chunk)
+        if chunk[0].cell.depth == fail_depth:
+            return failed_records(chunk, device, "RuntimeError: broken on purpose")
+        return real(chunk, grid, device, *args, **kwargs)
+
+    monkeypatch.setattr(local, "compute_chunk", compute)
+    return computed
+
+
+def test_the_pilot_and_the_rest_compute_every_run_once(tmp_path, monkeypatch, capsys):
+    import json
+
+    import initbench
+
+    computed = counting(monkeypatch, fail_depth=3)
+    initbench.sweep(SMALL, tmp_path / "s", device="cpu")
+    out = capsys.readouterr().out
+    assert sorted(computed) == sorted(run.id for run in SMALL.runs())  # failed ones too: once
+    assert "timing the first ones" in out and "left, as the first" in out
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert "finished" in meta and "interrupted" not in meta and meta["seconds"] > 0
+    assert not (tmp_path / "s" / "shards").exists()
+
+
+def test_a_grid_too_long_for_its_first_chunks_is_refused_and_they_are_kept(
+    tmp_path, monkeypatch, capsys
+):
+    import initbench
+    from initbench.core.errors import UsageError
+    from initbench.sweeps import run
+
+    monkeypatch.setattr(run, "estimate_seconds", lambda *args: 0.0)  # the matmul rate agrees
+    monkeypatch.setattr(run, "LARGE_GRID_SECONDS", 1e-6)
+    computed = counting(monkeypatch)
+    with pytest.raises(UsageError, match=r"as its first \d+ took; pass --yes"):
+        initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
+    piloted = list(computed)
+    assert 0 < len(piloted) < len(SMALL.runs())
+    assert len(initbench.load(tmp_path / "s").cells) == len(piloted)
+    initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False, yes=True)
+    assert sorted(computed) == sorted(run.id for run in SMALL.runs())  # the pilot's, kept

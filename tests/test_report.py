@@ -14,6 +14,7 @@ from initbench.core.errors import UsageError
 from initbench.report import publish, report
 from initbench.report.classify import failing
 from initbench.report.sweep import verdicts_of
+from initbench.report.tables import matrix
 from initbench.sweeps.schema import CELL_COLUMNS, LAYER_COLUMNS
 from initbench.sweeps.store import Store
 
@@ -236,6 +237,7 @@ def _open(browser, path, width):
 def test_page_in_a_real_browser(browser, real_report):
     page, errors = _open(browser, real_report, 1400)
     assert errors == []
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
     for img in page.query_selector_all("img"):
         img.scroll_into_view_if_needed()
     page.wait_for_function(
@@ -273,6 +275,59 @@ def test_pages_fit_the_screen(browser, real_report, tmp_path, width):
         assert overflow <= 0, f"{path.name} is {overflow}px wider than a {width}px screen"
         page.screenshot(path=str(tmp_path / f"{path.parent.name}_{width}.png"), full_page=True)
         page.close()
+
+
+@pytest.mark.browser
+def test_a_link_with_filters_opens_that_view_and_its_csv_holds_the_rows_shown(
+    browser, real_report, tmp_path
+):
+    page, errors = _open(browser, real_report, 1400)
+    page.select_option('form.filters select[name="activation"]', "relu")
+    assert "matrix.activation=relu" in page.url  # the filter is in the URL
+    link = page.url
+    page.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(link)
+    rows = page.query_selector_all("table.matrix tbody tr")
+    shown = [r for r in rows if r.is_visible()]
+    assert shown and len(shown) < len(rows)
+    assert all(r.get_attribute("data-activation") == "relu" for r in shown)
+    with page.expect_download() as download:
+        page.click("form.filters a.csv")
+    saved = pd.read_csv(download.value.path(), dtype=str, keep_default_na=False)
+    assert list(saved["activation"]) == ["relu"] * len(shown)
+    assert list(saved["depth"]) == [r.get_attribute("data-depth") for r in shown]
+    columns, matrix_rows = matrix(*verdicts_of(initbench.load(real_report.parent.parent)))
+    assert list(saved.columns[5:]) == columns
+    relu = [r for r in matrix_rows if r["keys"]["activation"] == "relu"]
+    for got, row in zip(saved.itertuples(index=False), relu, strict=True):  # label, warning
+        want = [e["label"] + (f" ⚠ {e['note']}" if e["note"] else "") for e in row["entries"]]
+        assert list(got[5:]) == want
+    # a row's evidence is one click away: its network's signal figure, unfolded (the tanh
+    # ones are folded when the page opens)
+    page.select_option('form.filters select[name="activation"]', "tanh")
+    figure = page.query_selector("#fig-signal_mlp_w16_tanh")
+    assert not figure.is_visible()
+    page.query_selector("table.matrix tbody tr:not([hidden]) th.row a").click()
+    assert figure.is_visible() and "fig-signal_mlp_w16_tanh" in page.url
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.browser
+def test_every_figures_legend_text_is_10_px_or_more_at_page_width(browser, real_report):
+    from initbench.report.figures.base import DPI, LEGEND_POINTS
+
+    page, _ = _open(browser, real_report, 1400)
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    for img in page.query_selector_all("figure img"):
+        img.scroll_into_view_if_needed()
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    scales = page.eval_on_selector_all(
+        "figure img", "e => e.map(i => i.getBoundingClientRect().width / i.naturalWidth)"
+    )
+    assert scales and min(scales) * LEGEND_POINTS * DPI / 72 >= 10, min(scales)
+    page.close()
 
 
 @pytest.mark.browser

@@ -175,8 +175,10 @@ def test_the_atlas_part_is_the_atlas_on_a_smaller_grid():
 def test_published_atlas_is_small_and_loads():
     atlas = initbench.load(ATLAS)
     assert atlas.kind == "site"
-    size = sum(p.stat().st_size for p in ATLAS.glob("*.parquet"))
-    assert size < 25 * 2**20
+    files = [p for p in ATLAS.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20  # the whole site, committed
+    figures = [p for p in files if p.parent.name == "figures"]
+    assert figures and all(p.suffix == ".png" or p.name == "data.csv.gz" for p in figures)
     entries = [e for e in atlas.meta["entries"] if e["kind"] == "sweep"]
     assert {e["preset"] for e in entries} == {"atlas-cpu"}
     assert {e["part"] for e in entries} == set(PRESETS["atlas-cpu"].parts)

@@ -9,7 +9,6 @@ it on each side; ``index.html`` shows them.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -24,11 +23,12 @@ from initbench.sweeps.store import Results, load
 
 VERDICTS = ["signal", "gradients", "predicted", "training", "recommended"]
 NUMBERS = ["signal_change", "gradients_change", "rank_last", "final_test_acc"]
-GAIN = re.compile(r"gain=[^,\]]+,?")
 
 
 def verdict_table(results: Results) -> pd.DataFrame:
     """Per scheme-cell (and sweep, for a site): its verdicts and their numbers."""
+    if results.kind in ("site", "sweep") and results.cells.empty:
+        raise UsageError(f"{results.path} holds no finished runs yet: nothing to compare")
     if results.kind == "site":
         table = results.cells.copy()
     elif results.kind == "sweep":
@@ -38,9 +38,16 @@ def verdict_table(results: Results) -> pd.DataFrame:
             f"{results.path} holds {results.kind} results: compare two sweeps or sites"
         )
     table["bias_var"] = table["bias_var"].fillna(0.0)
-    table["kind_of"] = table["scheme_id"].str.replace(GAIN, "", regex=True).str.replace("[]", "")
+    table["kind_of"] = table["scheme_id"].map(without_gain)
     columns = ["sweep", *CELL_KEYS, "scheme_id", "kind_of", *VERDICTS, *NUMBERS]
     return table[[c for c in columns if c in table]]
+
+
+def without_gain(scheme_id: str) -> str:
+    """``xavier_normal[gain=unit]`` -> ``xavier_normal``: a scheme id less its gain."""
+    name, _, rest = scheme_id.partition("[")
+    kept = [p for p in rest.rstrip("]").split(",") if p and not p.startswith("gain=")]
+    return f"{name}[{','.join(kept)}]" if kept else name
 
 
 def matched(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
@@ -56,9 +63,9 @@ def matched(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     right = b.merge(pairs[[*keys, "scheme_id"]], how="left", indicator=True)
     left = left[left["_merge"] == "left_only"].drop(columns="_merge")
     right = right[right["_merge"] == "left_only"].drop(columns="_merge")
-    alone = [*keys, "kind_of"]
-    left = left[~left.duplicated(alone, keep=False)]
-    right = right[~right.duplicated(alone, keep=False)]
+    alone = [*keys, "kind_of"]  # one scheme of its kind in the cell, on each side
+    left = left.merge(a[~a.duplicated(alone, keep=False)][[*keys, "scheme_id"]])
+    right = right.merge(b[~b.duplicated(alone, keep=False)][[*keys, "scheme_id"]])
     regained = left.merge(right, on=alone, suffixes=("_a", "_b"))
     frames = [pairs.drop(columns=["_merge", "kind_of_a", "kind_of_b"]), regained]
     found = pd.concat(frames, ignore_index=True)
@@ -90,11 +97,10 @@ def changes(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 },
             )
         )
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    if not table.empty:
-        table = table.sort_values(["sweep", *CELL_KEYS, "scheme_id_a", "verdict"])
-        table = table.reset_index(drop=True)
-    cells = table[["sweep", *CELL_KEYS, "scheme_id_a"]].drop_duplicates() if len(table) else table
+    table = pd.concat(rows, ignore_index=True)
+    table = table.sort_values(["sweep", *CELL_KEYS, "scheme_id_a", "verdict"])
+    table = table.reset_index(drop=True)
+    cells = table[["sweep", *CELL_KEYS, "scheme_id_a"]].drop_duplicates()
     counts = {
         "compared": len(found),
         "changed": len(cells),
@@ -122,8 +128,6 @@ def compare(first: str | Path, second: str | Path, out: str | Path) -> tuple[Pat
         raise UsageError("compare two sweeps or two published sites, not one of each")
     table, counts = changes(verdict_table(a), verdict_table(b))
     with replacing(Path(out), "compare", inputs=[a.path, b.path]) as building:
-        if table.empty:
-            table = pd.DataFrame(columns=["sweep", *CELL_KEYS, "verdict", "a", "b"])
         if a.kind == "sweep":  # one sweep each: no sweep names to tell apart
             table = table.drop(columns="sweep")
         table.to_csv(building / "changes.csv", index=False, float_format="%.6g")

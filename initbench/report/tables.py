@@ -9,6 +9,7 @@ import pandas as pd
 
 from initbench.core import fmt
 from initbench.report.classify import CELL_KEYS, failing, warnings
+from initbench.report.figures.base import stem
 
 STATUSES = ("diverged", "skipped", "failed", "oom")
 
@@ -161,7 +162,8 @@ def _warning_text(row, trained: bool) -> str:
 def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]]:
     """The answer matrix: columns (schemes; one that is another's equivalent in every cell
     shares its column), and one row per cell with, per column, a label, a CSS class
-    (the outcome) and a tooltip (the numbers)."""
+    (the outcome) and a tooltip (the numbers), and the anchor of its evidence (the signal
+    figure of its network and activation on the sweep's page)."""
     columns = _columns(verdicts, trained)
     rows = []
     for key, cell in verdicts.groupby(CELL_KEYS, sort=True, dropna=False):
@@ -181,6 +183,7 @@ def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]
                 "title": cell_title(keys),
                 "entries": entries,
                 "recommended": recommended,
+                "evidence": f"fig-signal_{stem(keys)}",
             }
         )
     return columns, rows

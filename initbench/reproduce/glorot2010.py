@@ -83,7 +83,7 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
                 f"×{grad_normalized[0]:.2f}.",
             ),
             (
-                sweep_figure(folder, "probe", f"signal_mlp_w{width}"),
+                sweep_figure(folder, "probe", f"signal_mlp_w{width}_tanh"),
                 "Pre-activation variance per layer",
                 "The standard initialization's variance falls layer after layer, as the "
                 "mean-field theory (dashed) predicts.",

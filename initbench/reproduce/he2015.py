@@ -84,13 +84,13 @@ def run(folder: Path, full: bool, device: str, progress: bool) -> Outcome:
         },
         figures=[
             (
-                sweep_figure(folder, "probe", f"signal_mlp_w{width}"),
+                sweep_figure(folder, "probe", f"signal_mlp_w{width}_relu"),
                 "Pre-activation variance per layer, relative to layer 1",
                 f"Kaiming: ×{kaiming[0]:.3f} per layer; Xavier: ×{xavier[0]:.3f} per layer "
                 f"(×2^{29 * np.log2(xavier[0]):.0f} over 29 layers).",
             ),
             (
-                sweep_figure(folder, "train", f"accuracy_mlp_w{train_grid.widths[0]}"),
+                sweep_figure(folder, "train", f"accuracy_mlp_w{train_grid.widths[0]}_relu"),
                 "Test accuracy while training the 30-layer ReLU net",
                 f"Kaiming ends at {fmt.percent(acc_kaiming[0])}, Xavier at "
                 f"{fmt.percent(acc_xavier[0])} (chance 10%).",

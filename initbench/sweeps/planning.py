@@ -74,6 +74,7 @@ class Estimate:
         self.pending: dict[str, dict[str, tuple[np.ndarray, int]]] = {}
         self.timed: list[tuple[str, np.ndarray, float]] = []  # part, work, seconds
         self.runs_timed = 0
+        self.tried: set[str] = set()  # the run ids computed, finished or not
         self._chunk_of: dict[str, str] = {}
 
     def plan(self, part: str, chunks: Sequence[Sequence[Run]], grid: Grid) -> None:
@@ -84,16 +85,17 @@ class Estimate:
             self.pending[part][key] = (np.array(chunk_work(chunk, grid)), len(chunk))
             self._chunk_of.update((run.id, key) for run in chunk)
 
-    def finished(self, part: str, run_id: str, seconds: float) -> None:
-        """Times the chunk of ``run_id``: it took ``seconds``."""
+    def finished(self, part: str, run_id: str, seconds: float | None) -> None:
+        """The chunk of ``run_id`` is done: it took ``seconds`` (None: it failed, and its
+        time says nothing of the work)."""
         found = self.pending[part].pop(self._chunk_of[run_id], None)
-        if found is not None:
+        if found is not None and seconds is not None:
             self.timed.append((part, found[0], seconds))
             self.runs_timed += found[1]
 
     def pilot_done(self, part: str) -> bool:
         """Whether ``part`` has timed enough chunks for its estimate."""
-        mine = [seconds for name, _, seconds in self.timed if name == part]
+        mine = [seconds for name, _, seconds in self._rows() if name == part]
         return len(mine) >= PILOT_CHUNKS and sum(mine) >= PILOT_SECONDS
 
     def _rows(self) -> list[tuple[str, np.ndarray, float]]:

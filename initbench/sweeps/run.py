@@ -117,10 +117,8 @@ def sweep(
         "rng": rng,
         "estimate": estimate,
     }
-    piloted = {  # each part's first chunks, and the seconds they took
-        folder: _sweep_folder(part, folder, about=extra, pilot=True, **options)
-        for folder, (part, extra) in parts.items()
-    }
+    for folder, (part, extra) in parts.items():  # each part's first chunks
+        _sweep_folder(part, folder, about=extra, pilot=True, **options)
     seconds, timed = estimate.seconds_left(), estimate.runs_timed
     if seconds is not None and seconds > LARGE_GRID_SECONDS and not yes:
         raise UsageError(
@@ -130,7 +128,7 @@ def sweep(
     if progress and seconds is not None:
         print(f"sweep {out}: about {duration(seconds)} left, as the first {timed:,} runs took")
     for folder, (part, extra) in parts.items():
-        _sweep_folder(part, folder, about=extra, pilot=False, spent=piloted[folder], **options)
+        _sweep_folder(part, folder, about=extra, pilot=False, **options)
     return out
 
 
@@ -166,12 +164,12 @@ def _sweep_folder(
     rng: str,
     estimate: Estimate,
     pilot: bool,
-    spent: float = 0.0,
-) -> float:
-    """One folder's sweep (see :func:`sweep`): its first chunks (``pilot``), or the rest,
-    each chunk timed into ``estimate``; returns the seconds it took, plus ``spent`` (the
-    pilot's, which the rest stamps in the meta). The pilot leaves its chunks as shards."""
-    began = time.perf_counter() - spent
+) -> None:
+    """One folder's sweep (see :func:`sweep`): its first chunks (``pilot``), or the rest
+    (less what the pilot tried, failed or not: a failed run is retried by the next
+    session), each chunk timed into ``estimate``. The pilot leaves its chunks as shards
+    and the folder stamped ``interrupted``, with the seconds it took."""
+    began = time.perf_counter()
     runs = grid.runs()
     torch_device = resolve_device(device)
     rng = resolve_rng(rng, torch_device)
@@ -206,7 +204,7 @@ def _sweep_folder(
         )
         store.write_weights(grid.weight_signatures())
         finished = store.finished_run_ids()
-        todo = [r for r in runs if r.id not in finished]
+        todo = [r for r in runs if r.id not in finished and r.id not in estimate.tried]
         chunks = plan_chunks(todo, grid, torch_device)
         estimate.plan(str(out), chunks, grid)
         bar = _progress(len(runs), len(runs) - len(todo), progress, Path(out).name)
@@ -229,12 +227,15 @@ def _sweep_folder(
                 for records in results:
                     store.write(records)
                     done += len(records.cells)
-                    estimate.finished(str(out), records.cells["run_id"].iloc[0], _since(last))
+                    worked = records.cells["status"].isin(["ok", "diverged"]).any()
+                    first = records.cells["run_id"].iloc[0]
+                    estimate.finished(str(out), first, _since(last) if worked else None)
+                    estimate.tried.update(records.cells["run_id"])
                     last = time.perf_counter()
                     # whole runs, whatever the chunk reported on the way
                     bar.update(done - bar.n)
-                    if pilot and estimate.pilot_done(str(out)):
-                        break
+                    if pilot and executor == "local" and estimate.pilot_done(str(out)):
+                        break  # (Ray's chunks in flight are left to finish, not cancelled)
                     if not pilot:
                         left = duration(estimate.seconds_left() or 0.0)
                         bar.set_description_str(f"sweep {Path(out).name}, about {left} left", False)
@@ -244,10 +245,11 @@ def _sweep_folder(
                 _finish(store, meta, "interrupted", time.perf_counter() - began)
             raise
         bar.close()
-        if not pilot:
-            _finish(store, meta, "finished", time.perf_counter() - began)
-            _check_outcome(store, [r.id for r in runs])
-        return time.perf_counter() - began
+        if pilot:
+            _finish(store, meta, "interrupted", time.perf_counter() - began, compact=False)
+            return
+        _finish(store, meta, "finished", time.perf_counter() - began)
+        _check_outcome(store, [r.id for r in runs])
 
 
 def _since(start: float) -> float:
@@ -286,10 +288,14 @@ def _git_commit() -> str | None:
         return None
 
 
-def _finish(store: Store, meta: dict[str, Any], how: str, seconds: float) -> None:
-    """Compacts the shards and stamps ``finished`` (or ``interrupted``) in the meta, with
-    ``seconds``: the time spent computing, over every session of a resumed sweep."""
-    store.compact()
+def _finish(
+    store: Store, meta: dict[str, Any], how: str, seconds: float, compact: bool = True
+) -> None:
+    """Compacts the shards (unless not ``compact``) and stamps ``finished`` (or
+    ``interrupted``) in the meta, with ``seconds``: the time spent computing, over every
+    session of a resumed sweep."""
+    if compact:
+        store.compact()
     meta = {k: v for k, v in meta.items() if k not in ("finished", "interrupted")}
     seconds += float(meta.get("seconds", 0.0))
     store.write_meta(meta | {how: now(), "seconds": round(seconds, 3)})

@@ -18,10 +18,14 @@ import numpy as np
 import pandas as pd
 
 from initbench.core import fmt
+from initbench.core.folders import atomic_write_bytes
 from initbench.report.classify import CELL_KEYS
 
-MAX_GROUPS = 12  # lines per figure; the rest are folded and named in the caption
-FACET_KEYS = ["arch", "width", "bias_var"]  # one figure per combination
+MAX_GROUPS = 8  # lines per figure; the rest are folded and named in the caption
+FACET_KEYS = ["arch", "width", "bias_var", "activation"]  # one figure per combination
+PANEL_COLUMNS = 3  # depth panels per row: a figure shown at page width stays legible
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # each group's second cue after colour
+DPI, LEGEND_POINTS = 110, 9  # the smallest text of a figure (points): 13.75 px at full size
 DATA_COLUMNS = [
     "activation",
     "arch",
@@ -87,7 +91,8 @@ class Context:
         return self._members.get((*(keys[k] for k in CELL_KEYS), group), group)
 
     def facets(self) -> list[tuple[dict, pd.DataFrame]]:
-        """``(keys, verdicts)`` per figure: one per arch, width and bias variance."""
+        """``(keys, verdicts)`` per figure: one per arch, width, bias variance and
+        activation."""
         out = []
         for key, rows in self.verdicts.groupby(FACET_KEYS, sort=True):
             out.append((dict(zip(FACET_KEYS, key, strict=True)), rows))
@@ -95,12 +100,10 @@ class Context:
 
 
 def _palette(n: int) -> list[tuple]:
-    """``n`` (at most 12) colours: tab10's, then black and a dark gold."""
+    """``n`` (at most :data:`MAX_GROUPS`) colours: seaborn's colour-blind palette."""
     import seaborn as sns
 
-    colors = [tuple(c) for c in sns.color_palette("tab10", 10)]
-    colors += [(0.0, 0.0, 0.0), (0.6, 0.45, 0.0)]
-    return colors[:n]
+    return [tuple(c) for c in sns.color_palette("colorblind", MAX_GROUPS)][:n]
 
 
 def setup():
@@ -116,12 +119,18 @@ def setup():
 
 
 def save(fig, out: Path, name: str) -> None:
-    """Writes the figure as ``out/<name>.png``, then closes it; the same figure gives the
-    same bytes (no date in its metadata)."""
+    """Writes the figure as ``out/<name>.png`` in 256 colours (a quarter of the bytes of
+    full colour, the lines and text as sharp), then closes it; the same figure gives the
+    same bytes (no date or version in its metadata)."""
     import matplotlib.pyplot as plt
+    from PIL import Image
 
-    fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    image = Image.open(buffer).convert("RGB")
+    image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    image.save(out / f"{name}.png", optimize=True)
 
 
 DATA_FILE = "data.csv.gz"
@@ -133,8 +142,8 @@ def write_data(out: Path, tables: dict[str, pd.DataFrame]) -> None:
     of their names, a first column ``figure`` naming each. The same tables give the same
     bytes (no time stamp in the gzip header)."""
     kept = {}
-    if (out / DATA_FILE).exists():
-        earlier = pd.read_csv(out / DATA_FILE)
+    if (out / DATA_FILE).exists():  # as written (text), so that rewriting changes no byte
+        earlier = pd.read_csv(out / DATA_FILE, dtype=str, keep_default_na=False)
         kept = {name: rows.drop(columns="figure") for name, rows in earlier.groupby("figure")}
     tables = kept | {name: t for name, t in tables.items() if t is not None}
     frames = [tables[name].assign(figure=name) for name in sorted(tables)]
@@ -144,7 +153,7 @@ def write_data(out: Path, tables: dict[str, pd.DataFrame]) -> None:
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
         zipped.write(text.encode())
-    (out / DATA_FILE).write_bytes(buffer.getvalue())
+    atomic_write_bytes(out / DATA_FILE, buffer.getvalue())
 
 
 def read_data(out: Path, name: str) -> pd.DataFrame:
@@ -155,15 +164,19 @@ def read_data(out: Path, name: str) -> pd.DataFrame:
 
 
 def stem(keys: dict) -> str:
-    """``mlp_w128`` (``_b0.05`` with biases): the part of a file name a facet sets."""
+    """``mlp_w128_tanh`` (``mlp_w128_b0.05_tanh`` with biases): the part of a file name a
+    facet sets."""
     text = f"{keys['arch']}_w{keys['width']}"
     if keys.get("bias_var"):
         text += f"_b{keys['bias_var']:g}"
+    if keys.get("activation"):
+        text += f"_{keys['activation']}"
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
 
 def facet_title(keys: dict) -> str:
-    text = f"{keys['arch']}, width {keys['width']}"
+    """``tanh mlp, width 128`` (and the bias variance): the networks a figure draws."""
+    text = f"{keys.get('activation', '')} {keys['arch']}, width {keys['width']}".strip()
     return text + (f", bias variance {keys['bias_var']:g}" if keys.get("bias_var") else "")
 
 
@@ -190,28 +203,34 @@ def choose_groups(rows: pd.DataFrame, change: str = "signal_change") -> tuple[li
 
 
 def depth_panels(plt, table: pd.DataFrame, xlabel: str):
-    """A figure with a panel per depth (rows) and activation (columns), titled, the bottom
-    row's x axes labelled.
+    """A figure with a panel per depth and activation, :data:`PANEL_COLUMNS` to a row,
+    titled, the lowest panel of each column with its x axis labelled.
 
     Returns:
         The figure, and per panel its axes, depth, activation and rows of ``table``.
     """
-    depths = sorted(table["depth"].unique())
-    activations = sorted(table["activation"].unique())
+    cells = sorted(
+        {(d, a) for d, a in zip(table["depth"], table["activation"], strict=True)},
+        key=lambda cell: (cell[1], cell[0]),
+    )
+    columns = min(PANEL_COLUMNS, len(cells))
+    rows_of_panels = math.ceil(len(cells) / columns)
     fig, axes = plt.subplots(
-        len(depths),
-        len(activations),
-        figsize=(0.6 + 4.6 * len(activations), 0.9 + 3.2 * len(depths)),
+        rows_of_panels,
+        columns,
+        figsize=(0.6 + 4.0 * columns, 0.9 + 2.9 * rows_of_panels),
         squeeze=False,
     )
     panels = []
-    for i, depth in enumerate(depths):
-        for j, activation in enumerate(activations):
-            ax = axes[i][j]
-            ax.set_title(f"{activation}, depth {depth}", fontsize=10)
-            ax.set_xlabel(xlabel if i == len(depths) - 1 else "")
-            rows = table[(table["depth"] == depth) & (table["activation"] == activation)]
-            panels.append((ax, depth, activation, rows))
+    for index, (depth, activation) in enumerate(cells):
+        ax = axes[index // columns][index % columns]
+        ax.set_title(f"{activation}, depth {depth}", fontsize=10)
+        lowest = index + columns >= len(cells)
+        ax.set_xlabel(xlabel if lowest else "")
+        rows = table[(table["depth"] == depth) & (table["activation"] == activation)]
+        panels.append((ax, depth, activation, rows))
+    for index in range(len(cells), rows_of_panels * columns):
+        axes[index // columns][index % columns].set_visible(False)
     return fig, panels
 
 
@@ -265,7 +284,10 @@ def legend(fig, colors: dict[str, tuple], groups: list[str], extra: list = ()) -
     """
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[g], lw=2, label=g) for g in groups]
+    handles = [
+        Line2D([], [], color=colors[g], lw=2, marker=marker(colors, g), ms=5, label=g)
+        for g in groups
+    ]
     handles += list(extra)
     columns = min(3, len(handles))
     fig.legend(
@@ -273,16 +295,21 @@ def legend(fig, colors: dict[str, tuple], groups: list[str], extra: list = ()) -
         loc="lower center",
         ncol=columns,
         bbox_to_anchor=(0.5, 0.0),
-        fontsize=8,
+        fontsize=LEGEND_POINTS,
         frameon=False,
     )
     rows = math.ceil(len(handles) / columns)
-    return (0.25 + 0.19 * rows) / fig.get_size_inches()[1]
+    return (0.25 + 0.21 * rows) / fig.get_size_inches()[1]
+
+
+def marker(colors: dict[str, tuple], group: str) -> str:
+    """The marker of ``group``, by its place in the figure's palette."""
+    return MARKERS[list(colors).index(group) % len(MARKERS)]
 
 
 def mean_and_band(ax, x: np.ndarray, rows: pd.DataFrame, color, group: str, **line) -> None:
     """The mean over seeds (``value``) as a line over its band (``lo`` to ``hi``), at the
-    points where the mean is finite."""
+    points where the mean is finite; a marker (if given) on about eight of them."""
     y = rows["value"].to_numpy(float)
     ok = np.isfinite(y)
     ax.fill_between(
@@ -295,6 +322,7 @@ def mean_and_band(ax, x: np.ndarray, rows: pd.DataFrame, color, group: str, **li
         zorder=1,
         gid=f"band|{group}",
     )
+    line.setdefault("markevery", max(1, int(ok.sum()) // 8))
     ax.plot(x[ok], y[ok], color=color, zorder=3, gid=f"measured|{group}", **line)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from initbench.measure.histograms import DECADES, LINEAR_BINS, ZERO
 from initbench.report.figures.base import (
     DATA_COLUMNS,
+    LEGEND_POINTS,
     Context,
     Figure,
     cell_rows,
@@ -200,18 +201,26 @@ def draw(ctx: Context, table: pd.DataFrame, groups: list[str], title: str):
             ax.set_yticks([])
             if linear:
                 ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(5))
-                ax.tick_params(axis="x", labelsize=7)
+                ax.tick_params(axis="x", labelsize=LEGEND_POINTS)
             else:
                 _log_ticks(ax, column, left, right)
             if j == 0:
-                ax.text(0.01, 0.97, scheme, transform=ax.transAxes, fontsize=7, va="top")
+                ax.text(
+                    0.01, 0.97, scheme, transform=ax.transAxes, fontsize=LEGEND_POINTS, va="top"
+                )
             if i == 0:
                 ax.set_title(QUANTITY_TITLES[quantity] + ("" if linear else " (log)"), fontsize=9)
     handles = [
         mpl.lines.Line2D([], [], color=colors[layer], lw=2, label=f"layer {layer}")
         for layer in layers
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(handles),
+        frameon=False,
+        fontsize=LEGEND_POINTS,
+    )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return fig
@@ -233,7 +242,7 @@ def _log_ticks(ax, column: pd.DataFrame, left: float, right: float) -> None:
             ticks.append(where)
             labels.append(label)
             lo_edge, hi_edge = min(lo_edge, where - 0.3), max(hi_edge, where + 0.3)
-    ax.set_xticks(ticks, labels, fontsize=7)
+    ax.set_xticks(ticks, labels, fontsize=LEGEND_POINTS)
     ax.set_xlim(lo_edge, hi_edge)
 
 
@@ -285,12 +294,9 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
             if table.empty:
                 continue
             depth = int(table["depth"].max())
-            title = (
-                f"Histograms at initialization: {activation}, depth {depth} ({facet_title(keys)})"
-            )
+            title = f"Histograms at initialization, depth {depth} ({facet_title(keys)})"
             name = "".join(
-                c if c.isalnum() or c in "._-" else "-"
-                for c in f"hist_{stem(keys)}_{activation}_d{depth}"
+                c if c.isalnum() or c in "._-" else "-" for c in f"hist_{stem(keys)}_d{depth}"
             )
             save(draw(ctx, table, shown, title), out, name)
             caption = (

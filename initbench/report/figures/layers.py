@@ -1,8 +1,8 @@
 """Per-layer figures: signal, gradients, dead or saturated units, correlations.
 
-One figure per (arch, width, bias variance): a panel per depth (rows) and activation
-(columns), a line per group of equivalent schemes (the mean over seeds, a band from the
-lowest to the highest seed), the mean-field theory dashed in the same colour.
+One figure per (arch, width, bias variance, activation): a panel per depth, three to a
+row, a line per group of equivalent schemes (at most eight: the mean over seeds, a band
+from the lowest to the highest seed), the mean-field theory dashed in the same colour.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from initbench.report.figures.base import (
     finish,
     finite_range,
     label_lists,
+    marker,
     mean_and_band,
     off_chart,
     save,
@@ -192,7 +193,7 @@ def _panel(ax, ctx, colors, stat, keys, panel, activation, depth) -> None:
     for scheme, rows in measured.groupby("scheme_id", sort=False):
         color = colors[scheme]
         x, y = rows["layer"].to_numpy(), rows["value"].to_numpy(float)
-        mean_and_band(ax, x, rows, color, scheme, lw=1.8, marker="o" if depth <= 30 else None, ms=3)
+        mean_and_band(ax, x, rows, color, scheme, lw=1.8, marker=marker(colors, scheme), ms=4)
         off_chart(ax, x, y, color, lo, hi)
         zero_marks(ax, x, y, color, lo)
     from matplotlib.ticker import MaxNLocator

@@ -1,9 +1,9 @@
 """Training figures: test accuracy and training loss while training, steps to the target.
 
-Curves: a panel per depth (rows) and activation (columns), a line per group of schemes (the
-mean over seeds, a band from the lowest to the highest seed). Steps to target: a bar per
-group and activation, a panel per depth; a target never reached is drawn to the budget,
-hatched.
+One figure per (arch, width, bias variance, activation). Curves: a panel per depth, a
+line per group of schemes (the mean over seeds, a band from the lowest to the highest
+seed). Steps to target: a panel per depth, a bar per group; a target never reached is
+drawn to the budget, hatched.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from initbench.report.figures.base import (
     facet_title,
     finish,
     label_lists,
+    marker,
     mean_and_band,
     save,
     setup,
@@ -66,7 +67,10 @@ def draw_curves(ctx: Context, name: str, keys: dict, table: pd.DataFrame, groups
     fig, panels = depth_panels(setup(), table, "step")
     for ax, _, _, panel in panels:
         for scheme, rows in panel.groupby("scheme_id", sort=False):
-            mean_and_band(ax, rows["layer"].to_numpy(float), rows, colors[scheme], scheme, lw=1.6)
+            x = rows["layer"].to_numpy(float)
+            mean_and_band(
+                ax, x, rows, colors[scheme], scheme, lw=1.6, marker=marker(colors, scheme)
+            )
         if name == "accuracy":
             ax.axhline(ctx.target, ls=":", color="0.4", lw=1)
             ax.set_ylim(0, 1)
@@ -96,7 +100,7 @@ def steps_data(ctx: Context, keys: dict, groups: list[str]) -> pd.DataFrame:
 
 
 def draw_steps(ctx: Context, keys: dict, table: pd.DataFrame, groups: list[str], budget: int):
-    """A panel per depth and activation, a bar per group: the median steps to the target
+    """A panel per depth, a bar per group: the median steps to the target
     (a line from the lowest to the highest seed), hatched to the budget when it is never."""
     from matplotlib.patches import Patch
 
@@ -122,7 +126,7 @@ def draw_steps(ctx: Context, keys: dict, table: pd.DataFrame, groups: list[str],
             )
             bar.patches[0].set_gid(f"bar|{scheme}|{activation}|{depth}")
             if never:
-                ax.text(budget * 1.05, i, " never", va="center", fontsize=7)
+                ax.text(budget * 1.05, i, " never", va="center", fontsize=9)
             else:
                 lo, hi = float(row["lo"].iloc[0]), float(row["hi"].iloc[0])
                 ax.plot(
@@ -209,8 +213,7 @@ def figures(ctx: Context, out: Path) -> list[Figure]:
                     "training",
                     f"Steps to target ({facet_title(keys)})",
                     steps_verdict(table),
-                    "A bar per activation; hatched to the budget: no seed reached the target."
-                    + note,
+                    "A bar per group; hatched to the budget: no seed reached the target." + note,
                     folded,
                     table,
                 )
