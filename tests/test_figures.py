@@ -329,3 +329,6 @@ def test_every_recommended_group_is_drawn_however_many_there_are():
     drawn_groups, folded = choose_groups(rows)
     assert drawn_groups == [f"g{i}" for i in range(count)]
     assert folded == [f"g{count}", f"g{count + 1}"]
+    from initbench.report.figures.base import _palette
+
+    assert len(set(_palette(len(drawn_groups)))) == len(drawn_groups)  # a colour each

@@ -100,10 +100,12 @@ class Context:
 
 
 def _palette(n: int) -> list[tuple]:
-    """``n`` (at most :data:`MAX_GROUPS`) colours: seaborn's colour-blind palette."""
+    """``n`` colours: seaborn's colour-blind palette's first eight, then (a figure draws
+    more only when more are recommended) its dark palette's."""
     import seaborn as sns
 
-    return [tuple(c) for c in sns.color_palette("colorblind", MAX_GROUPS)][:n]
+    colors = sns.color_palette("colorblind", MAX_GROUPS) + sns.color_palette("dark", 10)
+    return [tuple(colors[i % len(colors)]) for i in range(n)]
 
 
 def setup():
