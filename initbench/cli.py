@@ -171,6 +171,9 @@ def list_cmd(
 @app.command()
 def sweep(
     preset: Annotated[str | None, typer.Option(help="Start from a preset grid.")] = None,
+    part: Annotated[
+        str | None, typer.Option(help="Only this part of a preset with parts, into OUT.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Start from a TOML grid file.")] = None,
     schemes: Annotated[str | None, typer.Option(help="Comma list; fnmatch patterns.")] = None,
     activations: Annotated[str | None, typer.Option(help="Comma list.")] = None,
@@ -183,6 +186,10 @@ def sweep(
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Seeds per cell.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Probe batch size.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Side of convolutional archs' probe images.")
+    ] = None,
+    tokens: Annotated[int | None, typer.Option(help="Tokens per transformer probe.")] = None,
     input_corr: Annotated[
         float | None, typer.Option(help="Correlation of the probe's input pairs.")
     ] = None,
@@ -199,6 +206,14 @@ def sweep(
     lrs: Annotated[
         str | None,
         typer.Option(help="Learning rates to try (comma list); each run keeps its best."),
+    ] = None,
+    train_batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Log losses and accuracy every N steps.")
+    ] = None,
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Test accuracy steps_to_target counts to.")
     ] = None,
     device: Device = "auto",
     rng: Annotated[
@@ -234,6 +249,8 @@ def sweep(
         "bias_vars": split_list(bias_vars),
         "seeds": seeds,
         "batch_size": batch_size,
+        "image_size": image_size,
+        "tokens": tokens,
         "input_corr": input_corr,
         "histograms": histograms,
         "jacobian": jacobian,
@@ -242,17 +259,30 @@ def sweep(
         "optimizer": optimizer,
         "lr": lr,
         "lrs": split_list(lrs),
+        "train_batch_size": train_batch_size,
+        "momentum": momentum,
+        "eval_every": eval_every,
+        "target_accuracy": target_accuracy,
     }
     given = read_toml(config) if config is not None else {}
     given |= {k: v for k, v in flags.items() if v is not None}
     # names and sizes are checked as each grid is made, before torch loads: answers at once
-    grid = chosen.with_values(given) if chosen else Grid.from_dict(given)
+    if part is not None:
+        if chosen is None or chosen.single:
+            raise UsageError("--part needs a preset with parts (initbench list presets)")
+        if part not in chosen.parts:
+            raise UsageError(
+                f"preset {preset!r} has no part {part!r}; choose from {', '.join(chosen.parts)}"
+            )
+        grid = Grid.from_dict(given, chosen.parts[part])
+    else:
+        grid = chosen.with_values(given) if chosen else Grid.from_dict(given)
     import time
 
     from initbench.core.fmt import duration
     from initbench.sweeps.run import sweep as run_sweep
 
-    out = out or Path("results") / (preset or (config.stem if config else "sweep"))
+    out = out or Path("results") / (preset or (config.stem if config else "sweep")) / (part or "")
     began = time.perf_counter()
     try:
         run_sweep(

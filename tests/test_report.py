@@ -14,7 +14,7 @@ from initbench.core.errors import UsageError
 from initbench.report import publish, report
 from initbench.report.classify import failing
 from initbench.report.sweep import verdicts_of
-from initbench.report.tables import matrix
+from initbench.report.tables import cell_tables, column_label, matrix
 from initbench.sweeps.schema import CELL_COLUMNS, LAYER_COLUMNS
 from initbench.sweeps.store import Store
 
@@ -73,7 +73,7 @@ def test_report_says_what_is_missing_and_refuses_non_sweeps(tmp_path):
     page = report(_made_up_store(tmp_path / "s"))
     html = page.read_text()
     assert "3 of 12 runs are missing" in html
-    verdicts = pd.read_csv(page.parent / "verdicts.csv").set_index("scheme_id")
+    verdicts = pd.read_csv(page.parent / "verdicts.csv.gz").set_index("scheme_id")
     assert verdicts.loc["vanish", "signal"] == "vanishing"
     assert verdicts.loc["bad", "signal"] == "exploding"
     assert verdicts["recommended"].to_dict() == {"good": True, "vanish": False, "bad": False}
@@ -86,7 +86,7 @@ def test_report_says_what_is_missing_and_refuses_non_sweeps(tmp_path):
 
 
 def test_verdicts_table_has_the_documented_columns_and_one_row_per_scheme_and_cell():
-    verdicts = pd.read_csv(EXAMPLE / "report" / "verdicts.csv")
+    verdicts = pd.read_csv(EXAMPLE / "report" / "verdicts.csv.gz")
     columns = [
         "activation",
         "arch",
@@ -176,6 +176,15 @@ def test_report_files(real_report):
         assert (figures / f"{name}.png").exists() and name in drawn
     assert {p.suffix for p in figures.iterdir()} == {".png", ".gz"}
     html = real_report.read_text()
+    # every table's numbers, one file: its rows are the table's, in the page's order
+    saved = pd.read_csv(real_report.parent / "tables.csv.gz")
+    tables = cell_tables(*verdicts_of(initbench.load(real_report.parent.parent)))
+    assert list(dict.fromkeys(saved["table"])) == [t.id for t in tables]
+    for table in tables:
+        rows = saved[saved["table"] == table.id].drop(columns="table").reset_index(drop=True)
+        assert list(rows["members"]) == list(table.frame["members"])
+        np.testing.assert_allclose(rows["signal_change"], table.frame["signal_change"], rtol=1e-7)
+        assert f'id="{table.id}"' in html
     assert "http://" not in html and "https://" not in html  # no CDN, works offline
     assert html.count('class="verdict"') == len(names)
     for word in ("nan", "inf", "NaN"):
@@ -244,7 +253,9 @@ def test_page_in_a_real_browser(browser, real_report):
         "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
     )
     # the answer matrix: every activation and depth a row, every scheme a column
-    rows = page.eval_on_selector_all("table.matrix tbody th.row", "e => e.map(x => x.textContent)")
+    rows = page.eval_on_selector_all(
+        "table.matrix tbody th.row a", "e => e.map(x => x.textContent)"
+    )
     cells = initbench.load(real_report.parent.parent).cells
     expected = {f"{a}, mlp depth {d}, width 16" for a in ("tanh", "relu") for d in (3, 6)}
     assert set(rows) == expected
@@ -297,12 +308,15 @@ def test_a_link_with_filters_opens_that_view_and_its_csv_holds_the_rows_shown(
     saved = pd.read_csv(download.value.path(), dtype=str, keep_default_na=False)
     assert list(saved["activation"]) == ["relu"] * len(shown)
     assert list(saved["depth"]) == [r.get_attribute("data-depth") for r in shown]
-    columns, matrix_rows = matrix(*verdicts_of(initbench.load(real_report.parent.parent)))
-    assert list(saved.columns[5:]) == columns
+    swept = initbench.load(real_report.parent.parent)
+    columns, matrix_rows = matrix(*verdicts_of(swept), swept.meta["grid"])
+    assert list(saved.columns[6:-1]) == columns
     relu = [r for r in matrix_rows if r["keys"]["activation"] == "relu"]
     for got, row in zip(saved.itertuples(index=False), relu, strict=True):  # label, warning
         want = [e["label"] + (f" ⚠ {e['note']}" if e["note"] else "") for e in row["entries"]]
-        assert list(got[5:]) == want
+        assert list(got[6:-1]) == want
+        assert got.recommended == "; ".join(row["recommended"])
+        assert got.command == row["command"] and got.command.startswith("initbench sweep ")
     # a row's evidence is one click away: its network's signal figure, unfolded (the tanh
     # ones are folded when the page opens)
     page.select_option('form.filters select[name="activation"]', "tanh")
@@ -310,6 +324,34 @@ def test_a_link_with_filters_opens_that_view_and_its_csv_holds_the_rows_shown(
     assert not figure.is_visible()
     page.query_selector("table.matrix tbody tr:not([hidden]) th.row a").click()
     assert figure.is_visible() and "fig-signal_mlp_w16_tanh" in page.url
+    assert errors == []
+    page.close()
+
+
+def _answer_on_first_screen(page) -> list[str]:
+    """The recommendations a reader sees on opening the page, without scrolling sideways:
+    each matrix row's "use" line that lies wholly inside the first screen."""
+    return page.eval_on_selector_all(
+        "table.matrix tbody tr:not([hidden]) th.row .use",
+        """e => e.filter(u => { const r = u.getBoundingClientRect();
+              return r.width > 0 && r.left >= 0 && r.right <= innerWidth && r.bottom <= innerHeight;
+            }).map(u => u.textContent)""",
+    )
+
+
+@pytest.mark.browser
+def test_the_first_screen_shows_the_answer(browser, real_report):
+    page, errors = _open(browser, real_report, 1400)
+    shown = _answer_on_first_screen(page)
+    _, rows = matrix(*verdicts_of(initbench.load(real_report.parent.parent)))
+    want = [
+        "★ " + ", ".join(map(column_label, r["recommended"]))
+        if r["recommended"]
+        else "no scheme passes"
+        for r in rows
+    ]
+    assert shown and shown == want[: len(shown)]
+    assert any(text.startswith("★ ") for text in shown)
     assert errors == []
     page.close()
 
@@ -352,6 +394,11 @@ def test_published_atlas_in_a_real_browser(browser, width):
     assert len(shown) < len(rows)
     assert form.query_selector(".count").inner_text() == f"{len(shown)} of {len(rows)} cells"
     page.close()
+    # every part's page opens on its answer: a row's recommendations, on the first screen
+    for part in sorted(atlas.parent.glob("*/index.html")):
+        page, errors = _open(browser, part, width)
+        assert errors == [] and any(t.startswith("★ ") for t in _answer_on_first_screen(page))
+        page.close()
 
 
 def test_example_meta_is_the_default_preset():

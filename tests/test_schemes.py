@@ -155,3 +155,15 @@ def test_lsuv_gives_unit_variance_outputs():
             layer.register_forward_hook(lambda m, i, o: outs.append(o))
     model(x)
     assert [o.var().item() for o in outs] == pytest.approx([1.0] * 7, abs=1e-3)
+
+
+def test_every_scheme_has_its_own_short_label():
+    from initbench.core.schemes import short_label
+
+    ids = [s.id for s in expand_schemes(["*"], gains=("unit", "matched", 1.5))]
+    labels = [short_label(i) for i in ids]
+    assert len(set(labels)) == len(ids)
+    assert short_label("kaiming_normal[mode=fan_in,nonlinearity=matched]") == "KN in,g"
+    assert short_label("xavier_uniform[gain=unit]") == "XU 1"
+    assert short_label("orthogonal[gain=1.5]") == "orth 1.5"
+    assert max(map(len, labels)) <= 16

@@ -505,6 +505,7 @@ class Family:
     variants: tuple[dict[str, object], ...]  # default variants; gain families take grid gains
     takes_gain: bool = False
     doc: str = ""
+    short: str = ""  # the family in a crowded header (``KN``); its name when empty
 
 
 FAMILIES: dict[str, Family] = {
@@ -512,26 +513,33 @@ FAMILIES: dict[str, Family] = {
         _uniform,
         ({"a": 0.0, "b": 1.0}, {"a": -0.05, "b": 0.05}),
         doc="U(a, b); torch's default U(0, 1) fails (non-zero mean), U(+-0.05) is a common pick",
+        short="U",
     ),
     "normal": Family(
         _normal,
         ({"std": 0.01}, {"std": 1.0}),
         doc="N(0, std^2); the tutorial's std=0.01 vanishes, torch's default std=1 explodes",
+        short="N",
     ),
     "trunc_normal": Family(
         _trunc_normal,
         ({"std": 0.02}, {"std": 1.0}),
         doc="N(0, std^2) cut at [a, b]; std=0.02 as in BERT and ViT",
+        short="TN",
     ),
     "constant": Family(
-        _constant, ({"val": 0.01},), doc="every weight the same: units stay symmetric"
+        _constant, ({"val": 0.01},), doc="every weight the same: units stay symmetric", short="C"
     ),
     "ones": Family(lambda: _fixed("ones", 1.0), ({},), doc="every weight 1"),
     "zeros": Family(lambda: _fixed("zeros", 0.0), ({},), doc="every weight 0"),
     "eye": Family(_eye, ({},), doc="identity matrix (2-D weights only)"),
     "dirac": Family(_dirac, ({},), doc="identity convolution (3-5-D weights only)"),
-    "xavier_uniform": Family(_xavier("uniform"), ({},), True, "Glorot & Bengio 2010, uniform"),
-    "xavier_normal": Family(_xavier("normal"), ({},), True, "Glorot & Bengio 2010, normal"),
+    "xavier_uniform": Family(
+        _xavier("uniform"), ({},), True, "Glorot & Bengio 2010, uniform", short="XU"
+    ),
+    "xavier_normal": Family(
+        _xavier("normal"), ({},), True, "Glorot & Bengio 2010, normal", short="XN"
+    ),
     "kaiming_uniform": Family(
         _kaiming("uniform"),
         tuple(
@@ -540,6 +548,7 @@ FAMILIES: dict[str, Family] = {
             for n in ("matched", "leaky_relu")
         ),
         doc="He et al. 2015, uniform; nonlinearity matched or torch's default (leaky_relu, a=0)",
+        short="KU",
     ),
     "kaiming_normal": Family(
         _kaiming("normal"),
@@ -549,19 +558,31 @@ FAMILIES: dict[str, Family] = {
             for n in ("matched", "leaky_relu")
         ),
         doc="He et al. 2015, normal; nonlinearity matched or torch's default (leaky_relu, a=0)",
+        short="KN",
     ),
-    "orthogonal": Family(_orthogonal, ({},), True, "Saxe et al. 2014, (semi-)orthogonal"),
+    "orthogonal": Family(
+        _orthogonal, ({},), True, "Saxe et al. 2014, (semi-)orthogonal", short="orth"
+    ),
     "sparse": Family(_sparse, ({"sparsity": 0.1, "std": 0.01},), doc="Martens 2010 (2-D only)"),
     "delta_orthogonal": Family(
-        _delta_orthogonal, ({},), True, "Xiao et al. 2018: orthogonal centre tap (3-5-D only)"
+        _delta_orthogonal,
+        ({},),
+        True,
+        "Xiao et al. 2018: orthogonal centre tap (3-5-D only)",
+        short="Δorth",
     ),
     "variance_scaling": Family(
         _variance_scaling,
         ({"scale": 1.0, "mode": "fan_in", "distribution": "normal"},),
         doc="Keras/JAX VarianceScaling: variance scale / fan; scale is sigma_w^2",
+        short="VS",
     ),
-    "torch_default": Family(torch_default, ({},), doc="nn.Linear/nn.Conv reset_parameters"),
-    "lsuv": Family(_lsuv, ({},), doc="orthogonal + layer-sequential unit variance on data"),
+    "torch_default": Family(
+        torch_default, ({},), doc="nn.Linear/nn.Conv reset_parameters", short="torch"
+    ),
+    "lsuv": Family(
+        _lsuv, ({},), doc="orthogonal + layer-sequential unit variance on data", short="LSUV"
+    ),
 }
 
 
@@ -592,6 +613,30 @@ def _build(name: str, params: dict[str, object]) -> Scheme:
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"scheme {name!r} needs a finite {key}, got {value}")
     return scheme
+
+
+# parameter values as :func:`short_label` spells them
+_SHORT_VALUES = {
+    "matched": "g",  # the gain (or nonlinearity) matched to the activation
+    "unit": "1",
+    "fan_in": "in",
+    "fan_out": "out",
+    "leaky_relu": "lrelu",
+    "normal": "n",
+    "uniform": "u",
+    "truncated_normal": "tn",
+}
+
+
+def short_label(scheme_id: str) -> str:
+    """A scheme in a few characters, for crowded headers: its family's short name, then
+    its parameter values (``KN in,g`` is ``kaiming_normal[mode=fan_in,nonlinearity=matched]``,
+    ``XU 1`` is ``xavier_uniform[gain=unit]``); pages that use it print the key."""
+    name, params = parse_id(scheme_id)
+    family = FAMILIES.get(name)
+    head = family.short if family and family.short else name
+    values = ",".join(_SHORT_VALUES.get(v, v) for v in params.values())
+    return f"{head} {values}" if values else head
 
 
 def get_scheme(scheme_id: str | Scheme) -> Scheme:

@@ -22,6 +22,7 @@ import jinja2
 from initbench.core import fmt, folders
 from initbench.core.errors import UsageError
 from initbench.core.folders import atomic_write_bytes
+from initbench.report.tables import column_label, scheme_key
 from initbench.sweeps.store import Results, load
 
 
@@ -52,6 +53,8 @@ def env() -> jinja2.Environment:
     )
     environment.filters["number"] = fmt.number
     environment.filters["duration"] = fmt.duration
+    environment.filters["column_label"] = column_label
+    environment.filters["scheme_key"] = scheme_key
     return environment
 
 
@@ -66,7 +69,8 @@ def write_page(template: str, out: Path, **context) -> Path:
 
 def report(results_dir: str | Path | Results, out: str | Path | None = None, **options) -> Path:
     """Writes the report of a results folder: ``index.html``, figures (PNG, and the tables
-    they draw in ``figures/data.csv.gz``), tables (CSV, Markdown) and ``verdicts.csv``.
+    they draw in ``figures/data.csv.gz``), every table's numbers in ``tables.csv.gz``, and
+    ``verdicts.csv.gz``.
 
     The report is built beside ``out`` and swapped in whole: an error or Ctrl-C leaves the
     previous one as it was. A site's page is its own ``index.html``, rewritten in place.

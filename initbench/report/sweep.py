@@ -8,6 +8,7 @@ import pandas as pd
 
 from initbench.core import fmt
 from initbench.core.errors import UsageError
+from initbench.core.folders import atomic_write_csv_gz
 from initbench.report import rule
 from initbench.report.classify import (
     CELL_KEYS,
@@ -21,6 +22,7 @@ from initbench.report.pages import Page, measured_on, provenance, write_page
 from initbench.report.tables import cell_tables, matrix
 from initbench.sweeps.store import Results
 
+TABLES_FILE = "tables.csv.gz"  # every table's numbers, a first column ``table`` naming each
 VERDICT_COLUMNS = [
     *CELL_KEYS,
     "scheme_id",
@@ -53,21 +55,19 @@ def sweep_page(
     cells = results.cells
     if cells.empty:
         raise UsageError(f"{results.path} holds no finished runs yet: run the sweep first")
-    figures_dir, tables_dir = out / "figures", out / "tables"
-    for folder in (figures_dir, tables_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
     grid = results.meta.get("grid", {})
     verdicts, trained = classified or verdicts_of(results)
     verdicts = verdicts.copy()  # figures fill in missing bias variances: the caller's stays
     ordered = [*VERDICT_COLUMNS, *(c for c in verdicts.columns if c not in VERDICT_COLUMNS)]
-    verdicts[ordered].to_csv(out / "verdicts.csv", index=False)
+    atomic_write_csv_gz(out / "verdicts.csv.gz", verdicts[ordered])
 
     tables = cell_tables(verdicts, trained)
-    for table in tables:
-        table.frame.to_csv(tables_dir / f"{table.id}.csv", index=False)
-        (tables_dir / f"{table.id}.md").write_text(
-            f"### {table.title}\n\n{table.view.to_markdown(index=False)}\n\n{table.verdict}\n"
-        )
+    every = [t.frame.assign(table=t.id) for t in tables]
+    if every:
+        frame = pd.concat(every, ignore_index=True)
+        atomic_write_csv_gz(out / TABLES_FILE, frame[["table", *every[0].columns[:-1]]])
     ctx = Context(
         cells,
         results.layers,
@@ -79,7 +79,7 @@ def sweep_page(
         int(grid.get("train_steps") or 0),
     )
     figures = all_figures(ctx, figures_dir)
-    columns, rows = matrix(verdicts, trained)
+    columns, rows = matrix(verdicts, trained, results.meta.get("grid"))
     expected = int(results.meta.get("runs", len(cells)))
     return write_page(
         "sweep.html.j2",

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from initbench.core import fmt
+from initbench.core.ids import parse_id
+from initbench.core.schemes import FAMILIES, short_label
 from initbench.report.classify import CELL_KEYS, failing, warnings
 from initbench.report.figures.base import stem
+from initbench.sweeps.presets import cell_command
 
 STATUSES = ("diverged", "skipped", "failed", "oom")
 
@@ -98,7 +101,7 @@ def cell_tables(verdicts: pd.DataFrame, trained: bool) -> list[Table]:
         )
         view = pd.DataFrame(
             {
-                "scheme": frame["members"],
+                "scheme": frame["members"].map(column_label),
                 "verdict": [verdict_word(r, trained) for r in frame.itertuples()],
                 "signal": [
                     fmt.factor_interval(r.signal_change, r.signal_ci) for r in frame.itertuples()
@@ -159,11 +162,14 @@ def _warning_text(row, trained: bool) -> str:
     return ", ".join(f"{w} {mode_value(row, w)}" for w in warnings(row, trained))
 
 
-def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]]:
+def matrix(
+    verdicts: pd.DataFrame, trained: bool, grid: dict | None = None
+) -> tuple[list[str], list[dict]]:
     """The answer matrix: columns (schemes; one that is another's equivalent in every cell
     shares its column), and one row per cell with, per column, a label, a CSS class
-    (the outcome) and a tooltip (the numbers), and the anchor of its evidence (the signal
-    figure of its network and activation on the sweep's page)."""
+    (the outcome) and a tooltip (the numbers), the recommended columns, the anchor of its
+    evidence (the signal figure of its network and activation on the sweep's page) and,
+    given the sweep's ``grid`` (its meta's), the command that recomputes it."""
     columns = _columns(verdicts, trained)
     rows = []
     for key, cell in verdicts.groupby(CELL_KEYS, sort=True, dropna=False):
@@ -184,9 +190,30 @@ def matrix(verdicts: pd.DataFrame, trained: bool) -> tuple[list[str], list[dict]
                 "entries": entries,
                 "recommended": recommended,
                 "evidence": f"fig-signal_{stem(keys)}",
+                "command": cell_command(grid, keys) if grid else None,
             }
         )
     return columns, rows
+
+
+def column_label(column: str) -> str:
+    """A matrix column's header: its schemes' short labels (``KN in,g ≡ KN out,g``)."""
+    return " ≡ ".join(short_label(scheme) for scheme in column.split(" ≡ "))
+
+
+def scheme_key(columns: list[str]) -> list[dict]:
+    """The key to a matrix's short labels: each column's label, its scheme ids, and what
+    its family is."""
+    return [
+        {
+            "label": column_label(column),
+            "ids": column,
+            "about": FAMILIES[name].doc
+            if (name := parse_id(column.split(" ≡ ")[0])[0]) in FAMILIES
+            else "",
+        }
+        for column in columns
+    ]
 
 
 def _columns(verdicts: pd.DataFrame, trained: bool) -> list[str]:
@@ -241,9 +268,9 @@ def _entry(row: pd.Series, scheme: str, trained: bool) -> dict:
     note = ", ".join(
         f"{w.replace('gradients', 'grad.').split()[0]} {mode_value(row, w)}" for w in warned
     )
-    equivalent = f" (≡ {row['group']})" if row["group"] != scheme else ""
+    equivalent = f" (≡ {short_label(row['group'])})" if row["group"] != scheme else ""
     title = (
-        f"{scheme}{equivalent}: signal "
+        f"{short_label(scheme)}{equivalent}: signal "
         f"{fmt.factor_interval(row['signal_change'], row['signal_ci'])} ({row['signal']}), "
         f"gradients {fmt.factor_interval(row['gradients_change'], row['gradients_ci'])} "
         f"({row['gradients']})"

@@ -28,6 +28,17 @@ MAX_DEPTH = 10_000
 JACOBIAN_MAX_WIDTH = 1024  # an exact N x N Jacobian per run: O(depth N^3) work, O(N^2) memory
 
 
+def option(name: str, value: object) -> list[str]:
+    """A grid field as ``initbench sweep`` takes it: ``["--depths", "5,20"]``,
+    ``["--no-histograms"]``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    if isinstance(value, list | tuple):
+        return [flag, ",".join(format_value(v) for v in value)]
+    return [flag, format_value(value)]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One scheme x activation x arch x depth x width (x bias variance)."""
@@ -147,6 +158,17 @@ class Grid:
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
             for f in dataclasses.fields(self)
         }
+
+    def options(self) -> list[str]:
+        """The ``initbench sweep`` options that make this grid: one per field that is not
+        the default (every field is an option)."""
+        default = Grid().to_dict()
+        return [
+            text
+            for name, value in self.to_dict().items()
+            if value != default[name]
+            for text in option(name, value)
+        ]
 
     # ---- expansion ----------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ at the sizes it fits), swept into one folder per part.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass
 
 from initbench.core.errors import UsageError
-from initbench.sweeps.grid import Grid
+from initbench.sweeps.grid import Grid, option
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,43 @@ def preset(name: str) -> Grid | Preset:
     """
     found = get_preset(name)
     return found.parts[name] if found.single else found
+
+
+# a cell's keys and the grid fields that narrow a sweep to it
+CELL_FIELDS = {
+    "activation": "activations",
+    "arch": "archs",
+    "depth": "depths",
+    "width": "widths",
+    "bias_var": "bias_vars",
+}
+
+
+def cell_command(grid: dict, cell: dict) -> str:
+    """The one ``initbench sweep`` command that recomputes a cell of a sweep into
+    ``cell/``: ``--preset NAME [--part PART]`` when the sweep's ``grid`` is a preset's,
+    then the cell's options; else the options of the grid narrowed to the cell.
+
+    Args:
+        grid: the sweep's grid, as its ``meta.json`` holds it.
+        cell: the cell's keys (``activation``, ``arch``, ``depth``, ``width``, ``bias_var``).
+    """
+    swept = Grid.from_dict(grid)
+    narrowed = {field: [cell[key]] for key, field in CELL_FIELDS.items()}
+    options = (
+        next(
+            (
+                ["--preset", found.name, *([] if found.single else ["--part", name])]
+                + [text for field, value in narrowed.items() for text in option(field, value)]
+                for found in PRESETS.values()
+                for name, part in found.parts.items()
+                if part == swept
+            ),
+            None,
+        )
+        or Grid.from_dict(narrowed, swept).options()
+    )
+    return shlex.join(["initbench", "sweep", *options, "--out", "cell"])
 
 
 def register_preset(

@@ -8,7 +8,6 @@ floored), and points the axes cannot show get marks at the axes' edge instead.
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 from dataclasses import dataclass, field
@@ -18,14 +17,15 @@ import numpy as np
 import pandas as pd
 
 from initbench.core import fmt
-from initbench.core.folders import atomic_write_bytes
+from initbench.core.folders import atomic_write_csv_gz
 from initbench.report.classify import CELL_KEYS
 
 MAX_GROUPS = 8  # lines per figure; the rest are folded and named in the caption
 FACET_KEYS = ["arch", "width", "bias_var", "activation"]  # one figure per combination
 PANEL_COLUMNS = 3  # depth panels per row: a figure shown at page width stays legible
+COLOURS = 32  # of a saved figure: its lines, bands and text stay as they are drawn
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # each group's second cue after colour
-DPI, LEGEND_POINTS = 110, 9  # the smallest text of a figure (points): 13.75 px at full size
+DPI, LEGEND_POINTS = 85, 9  # the smallest text of a figure (points): 10.6 px at full size
 DATA_COLUMNS = [
     "activation",
     "arch",
@@ -121,9 +121,9 @@ def setup():
 
 
 def save(fig, out: Path, name: str) -> None:
-    """Writes the figure as ``out/<name>.png`` in 256 colours (a quarter of the bytes of
-    full colour, the lines and text as sharp), then closes it; the same figure gives the
-    same bytes (no date or version in its metadata)."""
+    """Writes the figure as ``out/<name>.png`` in :data:`COLOURS` colours (a fifth of the
+    bytes of full colour, the lines and text as sharp), then closes it; the same figure
+    gives the same bytes (no date or version in its metadata)."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
@@ -131,7 +131,7 @@ def save(fig, out: Path, name: str) -> None:
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     image = Image.open(buffer).convert("RGB")
-    image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    image = image.quantize(COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     image.save(out / f"{name}.png", optimize=True)
 
 
@@ -151,11 +151,7 @@ def write_data(out: Path, tables: dict[str, pd.DataFrame]) -> None:
     frames = [tables[name].assign(figure=name) for name in sorted(tables)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"figure": []})
     frame = frame[["figure", *(c for c in frame.columns if c != "figure")]]
-    text = frame.to_csv(index=False, float_format="%.8g")  # float32's digits
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
-        zipped.write(text.encode())
-    atomic_write_bytes(out / DATA_FILE, buffer.getvalue())
+    atomic_write_csv_gz(out / DATA_FILE, frame)
 
 
 def read_data(out: Path, name: str) -> pd.DataFrame:
