@@ -62,6 +62,15 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame, *, small: bool = False
     atomic_write_bytes(path, packed)
 
 
+def stacked(tables: Mapping[str, pd.DataFrame], key: str) -> pd.DataFrame:
+    """``tables`` one after another, in their order, a first column ``key`` naming each."""
+    import pandas as pd
+
+    frames = [frame.assign(**{key: name}) for name, frame in tables.items()]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({key: []})
+    return frame[[key, *(c for c in frame.columns if c != key)]]
+
+
 def atomic_write_csv_gz(path: Path, frame: pd.DataFrame) -> None:
     """Writes ``frame`` as gzipped CSV, floats to float32's 8 digits; the same frame gives
     the same bytes (no time stamp in the gzip header)."""

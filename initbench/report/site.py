@@ -45,12 +45,12 @@ def keep_bits(frame: pd.DataFrame, bits: int = LAYER_BITS) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype == np.float32:
-            raw = out[column].to_numpy(copy=True).view(np.uint32)
-            finite = np.isfinite(out[column].to_numpy())
+            values = out[column].to_numpy()
+            raw = values.view(np.uint32)
             rounded = (raw + np.uint32(1 << (drop - 1))) & np.uint32(
-                ~((1 << drop) - 1) & 0xFFFFFFFF
+                (0xFFFFFFFF << drop) & 0xFFFFFFFF
             )
-            out[column] = np.where(finite, rounded, raw).view(np.float32)
+            out[column] = np.where(np.isfinite(values), rounded, raw).view(np.float32)
     return out
 
 

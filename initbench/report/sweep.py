@@ -8,7 +8,7 @@ import pandas as pd
 
 from initbench.core import fmt
 from initbench.core.errors import UsageError
-from initbench.core.folders import atomic_write_csv_gz
+from initbench.core.folders import atomic_write_csv_gz, stacked
 from initbench.report import rule
 from initbench.report.classify import (
     CELL_KEYS,
@@ -64,10 +64,7 @@ def sweep_page(
     atomic_write_csv_gz(out / "verdicts.csv.gz", verdicts[ordered])
 
     tables = cell_tables(verdicts, trained)
-    every = [t.frame.assign(table=t.id) for t in tables]
-    if every:
-        frame = pd.concat(every, ignore_index=True)
-        atomic_write_csv_gz(out / TABLES_FILE, frame[["table", *every[0].columns[:-1]]])
+    atomic_write_csv_gz(out / TABLES_FILE, stacked({t.id: t.frame for t in tables}, "table"))
     ctx = Context(
         cells,
         results.layers,

@@ -94,20 +94,24 @@ def cell_command(grid: dict, cell: dict) -> str:
     """
     swept = Grid.from_dict(grid)
     narrowed = {field: [cell[key]] for key, field in CELL_FIELDS.items()}
-    options = (
-        next(
-            (
-                ["--preset", found.name, *([] if found.single else ["--part", name])]
-                + [text for field, value in narrowed.items() for text in option(field, value)]
-                for found in PRESETS.values()
-                for name, part in found.parts.items()
-                if part == swept
-            ),
-            None,
-        )
-        or Grid.from_dict(narrowed, swept).options()
-    )
+    named = _preset_options(swept)
+    if named is None:
+        options = Grid.from_dict(narrowed, swept).options()
+    else:
+        options = named + [
+            text for field, value in narrowed.items() for text in option(field, value)
+        ]
     return shlex.join(["initbench", "sweep", *options, "--out", "cell"])
+
+
+def _preset_options(grid: Grid) -> list[str] | None:
+    """``["--preset", NAME]`` (and ``["--part", PART]``) of the preset whose grid (or
+    part) ``grid`` is, or None."""
+    for found in PRESETS.values():
+        for name, part in found.parts.items():
+            if part == grid:
+                return ["--preset", found.name, *([] if found.single else ["--part", name])]
+    return None
 
 
 def register_preset(

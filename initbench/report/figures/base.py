@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from initbench.core import fmt
-from initbench.core.folders import atomic_write_csv_gz
+from initbench.core.folders import atomic_write_csv_gz, stacked
 from initbench.report.classify import CELL_KEYS
 
 MAX_GROUPS = 8  # lines per figure; the rest are folded and named in the caption
@@ -148,10 +148,7 @@ def write_data(out: Path, tables: dict[str, pd.DataFrame]) -> None:
         earlier = pd.read_csv(out / DATA_FILE, dtype=str, keep_default_na=False)
         kept = {name: rows.drop(columns="figure") for name, rows in earlier.groupby("figure")}
     tables = kept | {name: t for name, t in tables.items() if t is not None}
-    frames = [tables[name].assign(figure=name) for name in sorted(tables)]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"figure": []})
-    frame = frame[["figure", *(c for c in frame.columns if c != "figure")]]
-    atomic_write_csv_gz(out / DATA_FILE, frame)
+    atomic_write_csv_gz(out / DATA_FILE, stacked({n: tables[n] for n in sorted(tables)}, "figure"))
 
 
 def read_data(out: Path, name: str) -> pd.DataFrame:
