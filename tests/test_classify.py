@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from initbench.report.classify import (
+    Score,
     classify,
     equivalence_groups,
     failing,
@@ -164,6 +165,29 @@ def test_ties_are_said_and_clear_losers_are_not_recommended():
     verdicts = classify(cells, layers, trained=True, rule=TWO_BITS)
     assert set(verdicts.loc[verdicts["recommended"], "scheme_id"]) == {"best", "close", "behind"}
     assert set(verdicts["training"]) == {"trains"}
+
+
+@pytest.mark.parametrize(
+    ("score", "tied"),
+    [
+        (Score(rank_bits=0.0, free_bits=0.0, margin=0.0), False),
+        (Score(rank_bits=0.0, free_bits=0.0, margin=2.0), True),  # within 2 bits of the best
+        (Score(rank_bits=0.0, free_bits=1.0, margin=0.0), True),  # 1 bit of drift is free
+        (Score(rank_bits=0.0, free_bits=0.5, margin=0.4), False),  # 0.5 bits behind
+    ],
+)
+def test_a_margin_or_free_bits_tie_a_scheme_one_bit_of_drift_behind(score, tied):
+    # "drift"'s gradients double over its 4 layers, the same on every seed: apart from
+    # "flat" by both tests unless the score forgives the bit
+    schemes = {
+        "flat": (flat(4), flat(4)),
+        "drift": (flat(4), [2.0 ** (1 - i / 3) for i in range(4)]),
+    }
+    cells, layers = made_up(schemes, depth=4)
+    verdicts = classify(cells, layers, trained=False, rule=TWO_BITS, score=score)
+    assert verdict(verdicts, "drift")["gradients_change"] == pytest.approx(1.0, abs=0.1)
+    assert verdict(verdicts, "flat")["recommended"]
+    assert verdict(verdicts, "drift")["recommended"] == tied
 
 
 def test_with_one_seed_every_scheme_that_passes_is_tied():

@@ -31,10 +31,11 @@ scheme that cannot fill a weight of the cell shares no group.
 
 **Recommended**: the groups that fail nothing and are statistically tied with the best of
 them. The best has the highest mean final test accuracy (trained) or the highest mean
-probe score (probe only: ``RANK_BITS x log2(effective rank)`` at the last layer, less the
-drift: ``|gradient change|``, ``|signal change|`` unless the signal is critical, and the
-bits of distinguishability lost). A group is set apart from the best only when two tests
-agree: the 95% interval of the paired per-seed difference (seeds share their random
+probe score (probe only, :data:`SCORE`: ``rank_bits x log2(effective rank)`` at the last
+layer, less the drift: ``|gradient change|``, ``|signal change|`` unless the signal is
+critical, and the bits of distinguishability lost, each beyond ``free_bits``; a score
+within ``margin`` of the best's ties with it). A group is set apart from the best only
+when two tests agree: the 95% interval of the paired per-seed difference (seeds share their random
 streams across schemes) lies below 0, and the 95% intervals of the two means do not
 overlap. With one seed nothing can be told apart, and every group that fails nothing is
 recommended. A trained sweep also gets ``probe_recommended``: what the probe alone would
@@ -43,7 +44,9 @@ have recommended.
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import pandas as pd
@@ -52,10 +55,37 @@ from initbench.core.intervals import mean_interval, t_quantile
 from initbench.report.rule import RULE, Rule, predict
 
 MIN_SETTLE_LAYERS = 3
-# the probe's recommendation: a bit of effective rank kept at the last layer is worth this
-# many bits of drift (fitted by scripts/calibrate.py on the calibration's fitting half)
-RANK_BITS = 2.0
-RANK_BITS_CANDIDATES = (0.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The probe's recommendation: a run's score is ``rank_bits x log2(effective rank)`` at
+    the last layer less the drift, each drift term counted only beyond ``free_bits``; a
+    scheme whose mean score is within ``margin`` of the best's ties with it."""
+
+    rank_bits: float
+    free_bits: float
+    margin: float
+
+    def as_text(self) -> str:
+        """The score in words, as the pages print it."""
+        free = f", each beyond {self.free_bits:g} bits" if self.free_bits else ""
+        text = (
+            f"{self.rank_bits:g} x log2(the last layer's effective rank) less the drift in "
+            "bits (|gradient change| + |signal change|, the signal's left out where it is "
+            f"critical, + the bits of the input pairs' distinguishability lost{free})"
+        )
+        if self.margin:
+            text += f"; a scheme within {self.margin:g} bits of the best's mean score ties with it"
+        return text
+
+
+# fitted by scripts/calibrate.py on the calibration's fitting half among these
+SCORE = Score(rank_bits=2.0, free_bits=0.0, margin=0.0)
+SCORE_CANDIDATES = tuple(
+    Score(*map(float, v))
+    for v in itertools.product((0, 2, 4, 8, 16), (0, 1, 2, 4), (0, 1, 2, 4, 8))
+)
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
 SIGNALS = ("stable", "critical", "vanishing", "exploding")
 TRAINING = ("trains", "stalls", "diverges")
@@ -167,7 +197,7 @@ def classify(
     trained: bool,
     groups: dict[tuple, str] | None = None,
     rule: Rule = RULE,
-    rank_bits: float = RANK_BITS,
+    score: Score = SCORE,
 ) -> pd.DataFrame:
     """Every scheme and cell's classification: one row per (cell keys, scheme).
 
@@ -178,8 +208,8 @@ def classify(
         groups: ``(activation, arch, depth, width, bias_var, scheme_id) -> group`` for
             equivalent schemes (default: every scheme its own group).
         rule: the thresholds that turn measures into a prediction.
-        rank_bits: the probe's recommendation score's weight on the last layer's
-            effective rank, in bits of drift per bit of rank.
+        score: the probe's recommendation score (its weight on the last layer's
+            effective rank, and the drift that costs nothing).
 
     Returns:
         Columns ``activation, arch, depth, width, bias_var, scheme_id, group, signal,
@@ -187,36 +217,54 @@ def classify(
         ``probe_recommended`` when trained) and the numbers behind them (see
         ``docs/report.md``).
     """
-    cells = cells.copy()
-    cells["bias_var"] = cells["bias_var"].fillna(0.0)
-    for column in ("chi1", "input_corr"):
-        if column not in cells:
-            cells[column] = math.nan
+    cells = _prepared(cells)
     keys = [*CELL_KEYS, "scheme_id"]
     measures, totals = cell_measures(cells, layers)
     measures = measures.set_index(keys)
-    cells = cells.merge(totals, on="run_id", how="left")
+    runs = cells.merge(totals, on="run_id", how="left")
     rows = []
-    for key, runs in cells.groupby(keys, sort=False, dropna=False):
+    for key, group in runs.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key, strict=True))
         row["group"] = (groups or {}).get(key, row["scheme_id"])
         found = measures.loc[key].to_dict() if key in measures.index else {}
-        rows.append(row | _classify_cell(runs, found, trained))
+        rows.append(row | _classify_cell(group, found, trained))
     verdicts = pd.DataFrame(rows)
     labels = predict(verdicts, rule)
     for column in labels:
         verdicts[column] = labels[column]
     missing = verdicts["note"] != ""
     verdicts.loc[missing, ["signal", "gradients", "predicted", "failure"]] = ""
-    verdicts["recommended"] = False
+    verdicts["recommended"] = recommend(verdicts, runs, trained, score)
     if trained:
-        verdicts["probe_recommended"] = False
-    for _, cell in verdicts.groupby(CELL_KEYS, sort=False, dropna=False):
-        verdicts.loc[_tied_with_best(cell, cells, trained, rank_bits), "recommended"] = True
-        if trained:
-            probe_best = _tied_with_best(cell, cells, False, rank_bits)
-            verdicts.loc[probe_best, "probe_recommended"] = True
+        verdicts["probe_recommended"] = recommend(verdicts, runs, False, score)
     return verdicts
+
+
+def _prepared(cells: pd.DataFrame) -> pd.DataFrame:
+    cells = cells.copy()
+    cells["bias_var"] = cells["bias_var"].fillna(0.0)
+    for column in ("chi1", "input_corr"):
+        if column not in cells:
+            cells[column] = math.nan
+    return cells
+
+
+def scored_runs(cells: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The runs with each quantity's end-to-end change (``TOTALS``), as :func:`recommend`
+    scores them."""
+    cells = _prepared(cells)
+    return cells.merge(cell_measures(cells, layers)[1], on="run_id", how="left")
+
+
+def recommend(
+    verdicts: pd.DataFrame, runs: pd.DataFrame, trained: bool, score: Score = SCORE
+) -> pd.Series:
+    """Per row of ``verdicts``: recommended, by training (``trained``) or by the probe's
+    ``score`` of each run (``runs``: :func:`scored_runs`)."""
+    recommended = pd.Series(False, index=verdicts.index)
+    for _, cell in verdicts.groupby(CELL_KEYS, sort=False, dropna=False):
+        recommended[_tied_with_best(cell, runs, trained, score)] = True
+    return recommended
 
 
 MEASURES = ("change", "ci", "settle", "exponent", "zero", "nonfinite")
@@ -269,7 +317,7 @@ def failing(verdicts: pd.DataFrame, trained: bool) -> pd.Series:
         bad = verdicts["training"].isin(["stalls", "diverges"])
     else:
         bad = verdicts["predicted"] == "fails"
-    return bad | (verdicts["note"] != "")
+    return bad | (verdicts["note"].fillna("") != "")
 
 
 def warnings(row: pd.Series | object, trained: bool) -> list[str]:
@@ -280,7 +328,25 @@ def warnings(row: pd.Series | object, trained: bool) -> list[str]:
     return str(row.failure).split(", ")
 
 
-def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], rank_bits: float) -> pd.Series:
+def ranked_scores(
+    verdicts: pd.DataFrame, runs: pd.DataFrame, candidates: tuple[Score, ...] = SCORE_CANDIDATES
+) -> dict[Score, dict[str, float]]:
+    """Each of the probe's ``candidates`` scores with its recommendations' :func:`agreement`
+    with training on ``verdicts`` (a trained sweep's rows; ``runs``: :func:`scored_runs`),
+    best first: the most cells covered, then the fewest recommendations that stall or
+    diverge, then the fewest recommendations (of equally safe answers, the sharpest: each
+    recommended scheme is named in its row and drawn in every figure of its cell), then the
+    smallest values. The first is the fitted score."""
+    found = {s: agreement(verdicts, recommend(verdicts, runs, False, s)) for s in candidates}
+
+    def order(s: Score) -> tuple:
+        a = found[s]
+        return (-a["covered"], a["bad_recommended"], a["probe_recommended"], astuple(s))
+
+    return {s: found[s] for s in sorted(found, key=order)}
+
+
+def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], score: Score) -> pd.Series:
     """Per run, higher is better: final test accuracy, or the probe's score:
     ``rank_bits x log2(effective rank)`` of the last layer (the directions the batch still
     spans: identity and orthogonal weights keep them) minus the drift in bits:
@@ -292,12 +358,13 @@ def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], rank_bits: fl
     signal = runs["signal_total"].abs().where(~runs["scheme_id"].isin(critical), 0.0)
     separation = runs.get("separation_total", pd.Series(0.0, index=runs.index))
     rank = runs.get("rank_total", pd.Series(0.0, index=runs.index))
-    drift = signal + runs["gradients_total"].abs() + separation.abs().fillna(0.0)
-    return rank_bits * rank.fillna(0.0) - drift
+    terms = (signal, runs["gradients_total"].abs(), separation.abs().fillna(0.0))
+    drift = sum((term - score.free_bits).clip(lower=0.0) for term in terms)
+    return score.rank_bits * rank.fillna(0.0) - drift
 
 
 def _tied_with_best(
-    cell: pd.DataFrame, runs: pd.DataFrame, trained: bool, rank_bits: float
+    cell: pd.DataFrame, runs: pd.DataFrame, trained: bool, score: Score
 ) -> list[int]:
     """Index labels of the cell's rows that fail nothing and tie with the best."""
     eligible = cell[~failing(cell, trained)]
@@ -310,7 +377,7 @@ def _tied_with_best(
     finished = (runs["status"] == "ok") if trained else probed(runs)
     here = runs[mask & finished.to_numpy()]
     critical = set(cell.loc[cell["signal"] == "critical", "scheme_id"])
-    metric = here.assign(metric=_metric(here, trained, critical, rank_bits)).pivot_table(
+    metric = here.assign(metric=_metric(here, trained, critical, score)).pivot_table(
         index="seed", columns="scheme_id", values="metric", aggfunc="first"
     )
     present = [s for s in eligible["scheme_id"] if s in metric]
@@ -318,10 +385,11 @@ def _tied_with_best(
     if means.isna().all():
         return list(eligible.index)
     best = means.idxmax()
+    margin = 0.0 if trained else score.margin
     tied = []
     for index, row in eligible.iterrows():
         scheme = row["scheme_id"]
-        if scheme == best:
+        if scheme == best or (scheme in means and means[scheme] >= means[best] - margin):
             tied.append(index)
             continue
         if scheme in metric and not _separated(
@@ -370,7 +438,8 @@ def agreement(verdicts: pd.DataFrame, probe_recommended: pd.Series) -> dict[str,
         ``accuracy`` (share of decisive rows where ``predicted`` agrees with training),
         ``covered`` (share of cells where some scheme trains whose probe-recommended set
         includes a training-recommended scheme), ``bad_recommended`` (probe-recommended rows
-        that stall or diverge), and the counts behind them.
+        that stall or diverge), ``recall`` (share of the training-recommended rows the
+        probe recommends too), and the counts behind them.
     """
     decisive = verdicts["training"].isin(["trains", "stalls", "diverges"])
     right = (verdicts["predicted"] == "trains") == (verdicts["training"] == "trains")
@@ -378,6 +447,7 @@ def agreement(verdicts: pd.DataFrame, probe_recommended: pd.Series) -> dict[str,
     some_train = cells.apply(lambda c: bool((c["training"] == "trains").any()))
     covered = cells.apply(lambda c: bool((c["probe"] & c["recommended"]).any()))
     bad = probe_recommended & verdicts["training"].isin(["stalls", "diverges"])
+    recommended = verdicts["recommended"].astype(bool)
     return {
         "accuracy": float(right[decisive].mean()) if decisive.any() else math.nan,
         "decisive": int(decisive.sum()),
@@ -385,6 +455,8 @@ def agreement(verdicts: pd.DataFrame, probe_recommended: pd.Series) -> dict[str,
         "cells_that_train": int(some_train.sum()),
         "bad_recommended": int(bad.sum()),
         "probe_recommended": int(probe_recommended.sum()),
+        "recall": float((probe_recommended & recommended).sum() / max(recommended.sum(), 1)),
+        "training_recommended": int(recommended.sum()),
     }
 
 

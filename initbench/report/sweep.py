@@ -12,6 +12,7 @@ from initbench.core.folders import atomic_write_csv_gz, stacked
 from initbench.report import rule
 from initbench.report.classify import (
     CELL_KEYS,
+    SCORE,
     agreement,
     classify,
     confusion,
@@ -102,6 +103,7 @@ def sweep_page(
         summary=summary(cells, results.meta),
         rule=rule.RULE,
         rule_text=rule.RULE.as_text(),
+        score_text=SCORE.as_text(),
         held_out=f"{fmt.percent(rule.HELD_OUT['accuracy'])} of {rule.HELD_OUT['decisive']}",
         settled=f"{2**rule.SETTLED:.2g}",
         settled_limit=f"{2**rule.SETTLED_LIMIT:.0f}",

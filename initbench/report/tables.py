@@ -136,7 +136,7 @@ def cell_verdict(frame: pd.DataFrame, trained: bool) -> str:
     """The cell's sentence: ``Recommended (tied ...): a, b. Fail: c (stalls). Warnings: ...``."""
     recommended = frame[frame["recommended"]]
     if len(recommended):
-        what = "test accuracy" if trained else "total drift"
+        what = "test accuracy" if trained else "the probe's score"
         tied = f" (statistically tied on {what})" if len(recommended) > 1 else ""
         parts = [f"Recommended{tied}: " + ", ".join(recommended["members"])]
     else:
