@@ -9,8 +9,10 @@ and the three numbers that say whether the probe's verdicts hold: agreement with
 training, cells whose probe recommendations include a training-recommended scheme, and
 probe recommendations that stall or diverge. Then the flip rate: the calibration cells
 probed again with 6 seeds, the probe's recommended flags of seeds 0-2 against 3-5.
-Writes ``results/calibration/measures.csv`` (what the fit reads, one row per scheme and
-cell) and ``results/calibration/README.md`` (what this prints), both deterministic.
+The probe's recommendation score (``classify.SCORE``) is fitted on the fitting half too,
+among ``classify.SCORE_CANDIDATES``. Writes ``results/calibration/measures.csv`` (one row
+per scheme and cell), ``runs.csv.gz`` (one row per run: the totals the score reads, and
+the final accuracy) and ``README.md`` (what this prints), all deterministic.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from initbench.report import rule
 from initbench.report.classify import (
     CELL_KEYS,
     MEASURES,
-    RANK_BITS,
-    RANK_BITS_CANDIDATES,
+    SCORE,
+    SCORE_CANDIDATES,
+    TOTALS,
     agreement,
     classify,
     confusion,
     equivalence_groups,
+    ranked_scores,
+    recommend,
+    scored_runs,
 )
 from initbench.report.sweep import did_train
 from initbench.sweeps.presets import preset
@@ -48,6 +54,8 @@ MEASURE_COLUMNS = [
     *("chi1_theory", "chi1_measured"),
     *("training", "final_test_acc", "held_out"),
 ]
+RUN_COLUMNS = [*CELL_KEYS, "scheme_id", "seed", "status", "reason", "final_test_acc", *TOTALS]
+SHOWN = 10  # the page's table of score candidates: the best this many
 
 
 def flip_rate(seeds: int = 6) -> tuple[float, int]:
@@ -79,24 +87,34 @@ def main() -> None:
     if not did_train(results):
         raise SystemExit(f"{args.folder} did not train: sweep --preset calibration")
     groups = equivalence_groups(results.cells, results.tables.get("weights"))
-    by_weight = {}
-    for weight in RANK_BITS_CANDIDATES:
-        verdicts = classify(results.cells, results.layers, True, groups, rank_bits=weight)
-        verdicts["held_out"] = rule.held_out(verdicts)
-        by_weight[weight] = verdicts
-    fitting = {weight: fitting_agreement(v) for weight, v in by_weight.items()}
-    rank_bits = fit_rank_bits(fitting)
-    verdicts = by_weight[rank_bits]
-    measures = verdicts[MEASURE_COLUMNS].sort_values([*CELL_KEYS, "scheme_id"])
+    verdicts = classify(results.cells, results.layers, True, groups)
+    verdicts["held_out"] = rule.held_out(verdicts)
+    keys = [*CELL_KEYS, "scheme_id"]
     OUT.mkdir(parents=True, exist_ok=True)
-    measures.to_csv(OUT / "measures.csv", index=False, float_format="%.6g")
-    measures = pd.read_csv(OUT / "measures.csv", keep_default_na=False, na_values=[""])
+    verdicts[MEASURE_COLUMNS].sort_values(keys).to_csv(
+        OUT / "measures.csv", index=False, float_format="%.6g"
+    )
+    runs = scored_runs(results.cells, results.layers)[RUN_COLUMNS]
+    runs.sort_values([*keys, "seed"]).to_csv(
+        OUT / "runs.csv.gz",
+        index=False,
+        float_format="%.6g",
+        compression={"method": "gzip", "mtime": 0},
+    )
+    measures, runs = read_calibration(OUT)
     fitted = fit_from(measures)
+    verdicts = verdicts_from(measures, runs, fitted)
+    fitting = verdicts[~verdicts["held_out"]]
+    by_score = ranked_scores(fitting, runs)
+    score = next(iter(by_score))
+    verdicts["probe_recommended"] = recommend(verdicts, runs, False, score)
+    shown = list(by_score)[:SHOWN]
     lines = [
         "# Calibration of the verdict rule",
         "",
         "Written by `python scripts/calibrate.py FOLDER` from a sweep of the `calibration` "
-        "preset; `measures.csv` is what the fit reads.",
+        "preset; `measures.csv` (one row per scheme and cell) and `runs.csv.gz` (one row per "
+        "run: its probe's totals and final accuracy) are what the fit reads.",
         "",
         f"Fitted on {int((~measures['held_out']).sum())} scheme-cells "
         f"({measures.loc[~measures['held_out'], CELL_KEYS].drop_duplicates().shape[0]} cells), "
@@ -109,24 +127,31 @@ def main() -> None:
         "```",
         "",
         "The probe's recommendation: the schemes predicted to train whose score ties with the "
-        f"best, the score being {rank_bits:g} x log2(the last layer's effective rank) less the "
-        "drift in bits; the weight fitted on the fitting half among "
-        f"{', '.join(f'{w:g}' for w in RANK_BITS_CANDIDATES)} (the fewest recommendations "
-        "that stall or diverge among those that cover the most cells):",
+        f"best, the score being {score.as_text()}:",
         "",
-        "| weight | cells covered | recommendations that stall or diverge |",
-        "|---:|---:|---:|",
+        "```",
+        repr(score),
+        "```",
+        "",
+        f"fitted on the fitting half among {len(SCORE_CANDIDATES)} candidates (weights "
+        f"{values_text('rank_bits')}, free bits {values_text('free_bits')}, margins "
+        f"{values_text('margin')}): the most cells covered, then the fewest recommendations "
+        "that stall or diverge, then the fewest recommendations (of equally safe answers, "
+        f"the sharpest), then the smallest values. The best {SHOWN}:",
+        "",
+        "| weight | free bits | margin | cells covered | recommendations that stall or "
+        "diverge | training-recommended recommended |",
+        "|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {w:g} | {found['covered']:.1%} | {found['bad_recommended']} of "
-            f"{found['probe_recommended']} |"
-            for w, found in fitting.items()
+            f"| {s.rank_bits:g} | {s.free_bits:g} | {s.margin:g} | "
+            f"{by_score[s]['covered']:.1%} | {by_score[s]['bad_recommended']} of "
+            f"{by_score[s]['probe_recommended']} | {by_score[s]['recall']:.1%} |"
+            for s in shown
         ),
         "",
     ]
     for name, part in (("held-out", verdicts["held_out"]), ("fitted", ~verdicts["held_out"])):
-        checked = verdicts[part].copy()
-        labels = rule.predict(checked, fitted)
-        checked[labels.columns] = labels
+        checked = verdicts[part]
         found = agreement(checked, checked["probe_recommended"])
         table = confusion(checked)
         lines += [
@@ -156,21 +181,28 @@ def main() -> None:
     print(text)
     if fitted != rule.RULE:
         print(f"initbench/report/rule.py's RULE is {rule.RULE!r}: set it to the fitted rule")
-    if rank_bits != RANK_BITS:
-        print(f"initbench/report/classify.py's RANK_BITS is {RANK_BITS:g}: set it to {rank_bits:g}")
+    if score != SCORE:
+        print(f"initbench/report/classify.py's SCORE is {SCORE!r}: set it to {score!r}")
 
 
-def fitting_agreement(verdicts: pd.DataFrame) -> dict[str, float]:
-    """:func:`agreement` on the fitting half's rows."""
-    part = verdicts[~verdicts["held_out"]]
-    return agreement(part, part["probe_recommended"])
+def values_text(field: str) -> str:
+    """The candidates' values of one of the score's fields, as the page lists them."""
+    return ", ".join(f"{v:g}" for v in sorted({getattr(s, field) for s in SCORE_CANDIDATES}))
 
 
-def fit_rank_bits(found: dict[float, dict[str, float]]) -> float:
-    """The recommendation's weight on effective rank whose recommendations on the fitting
-    half (``found``: :func:`fitting_agreement` per weight) cover the most cells, then stall
-    or diverge the fewest times (the smallest weight on a tie)."""
-    return min(found, key=lambda w: (-found[w]["covered"], found[w]["bad_recommended"], w))
+def read_calibration(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``measures.csv`` and ``runs.csv.gz`` as the fit reads them."""
+    read = {"keep_default_na": False, "na_values": [""]}
+    return pd.read_csv(folder / "measures.csv", **read), pd.read_csv(folder / "runs.csv.gz", **read)
+
+
+def verdicts_from(measures: pd.DataFrame, runs: pd.DataFrame, fitted: rule.Rule) -> pd.DataFrame:
+    """The rows of ``measures.csv`` with their labels under ``fitted`` and recommended by
+    training, as ``classify`` gives them."""
+    verdicts = measures.copy()
+    verdicts[["signal", "gradients", "predicted", "failure"]] = rule.predict(verdicts, fitted)
+    verdicts["recommended"] = recommend(verdicts, runs, True)
+    return verdicts
 
 
 def fit_from(measures: pd.DataFrame) -> rule.Rule:

@@ -3,6 +3,7 @@ returns on the committed calibration cells, and it predicts the held-out cells."
 
 import math
 import re
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,14 @@ import pytest
 import initbench
 from initbench import Grid
 from initbench.report import rule
-from initbench.report.classify import RANK_BITS, RANK_BITS_CANDIDATES, agreement
+from initbench.report.classify import SCORE, agreement, ranked_scores, recommend, scored_runs
 from initbench.report.rule import RULE, Rule, fit, held_out, predict
 from initbench.report.sweep import verdicts_of
+from initbench.sweeps.presets import preset
 from initbench.sweeps.store import load
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "results" / "calibration" / "measures.csv"
+RUNS = CALIBRATION.parent / "runs.csv.gz"
 
 
 def measures(**columns) -> pd.DataFrame:
@@ -125,14 +128,22 @@ def cases(tmp_path_factory):
     found = {}
     grids = {
         "tanh": probe_only(("xavier_normal", "normal[std=0.01]", "torch_default"), "tanh", 30),
-        # the atlas's cell: width 128, 5 seeds
-        "selu": probe_only(("xavier_normal",), "selu", 30, width=128, seeds=5),
+        # the atlas's cell (width 128, 5 seeds), trained as the calibration trains
+        "selu": Grid.from_dict(
+            {"schemes": ["xavier_normal"], "activations": ["selu"], "depths": [30]}
+            | {"widths": [128], "seeds": 5},
+            preset("calibration"),
+        ),
         "sigmoid": probe_only(("*",), "sigmoid", 20),
         "constant": probe_only(("constant[val=0.01]", "orthogonal"), "tanh", 10),
     }
     for name, grid in grids.items():
         initbench.sweep(grid, root / name, device="cpu", progress=False)
-        found[name] = verdicts_of(load(root / name))[0].set_index("scheme_id")
+        results = load(root / name)
+        verdicts = verdicts_of(results)[0]
+        runs = scored_runs(results.cells, results.layers)
+        verdicts["no_margin"] = recommend(verdicts, runs, False, replace(SCORE, margin=0.0))
+        found[name] = verdicts.set_index("scheme_id")
     return found
 
 
@@ -142,10 +153,13 @@ def test_tanh_at_unit_gain_is_critical_and_recommended_at_depth_30(cases):
     assert cases["tanh"].loc["torch_default", "predicted"] == "fails"
 
 
-def test_selu_with_lecuns_init_is_recommended_and_the_matched_gain_is_not(cases):
-    selu = cases["selu"]
-    assert selu.loc["xavier_normal[gain=unit]", "recommended"]
-    assert not selu.loc["xavier_normal[gain=matched]", "recommended"]
+def test_selu_with_lecuns_init_is_recommended_and_scores_above_the_matched_gain(cases):
+    """LeCun's init (gain 1) is recommended by the probe and by training; the matched gain
+    (3/4) scores apart below it, and the probe's margin ties it in only where it trains."""
+    unit, matched = (cases["selu"].loc[f"xavier_normal[gain={g}]"] for g in ("unit", "matched"))
+    assert unit["predicted"] == "trains" and unit["probe_recommended"] and unit["recommended"]
+    assert unit["no_margin"] and not matched["no_margin"]
+    assert matched["training"] == "trains" or not matched["probe_recommended"]
 
 
 def test_sigmoid_recommends_no_scheme_whose_correlation_collapsed(cases):
@@ -193,13 +207,23 @@ def test_the_docs_and_the_calibration_page_state_the_committed_rule():
         assert repr(RULE) in text and accuracy in text
 
 
-def test_the_committed_rank_weight_is_the_one_the_calibration_fitted():
-    """The calibration page's table of weights (fitting half): RANK_BITS covers the most
-    cells with the fewest recommendations that stall, as ``fit_rank_bits`` chooses."""
+def test_the_committed_score_is_the_one_the_calibration_fitted(calibration):
+    """On the fitting half, from the committed runs: SCORE comes first of the candidates,
+    and the calibration page's table lists the first of them with their numbers."""
+    runs = pd.read_csv(RUNS, keep_default_na=False, na_values=[""])
+    verdicts = calibration.copy()
+    verdicts[["signal", "gradients", "predicted", "failure"]] = predict(verdicts, RULE)
+    verdicts["recommended"] = recommend(verdicts, runs, True)
+    ranked = ranked_scores(verdicts[~verdicts["held_out"]], runs)
+    assert next(iter(ranked)) == SCORE
     text = (CALIBRATION.parent / "README.md").read_text()
-    rows = re.findall(r"^\| ([\d.]+) \| ([\d.]+)% \| (\d+) of (\d+) \|$", text, re.M)
-    assert len(rows) == len(RANK_BITS_CANDIDATES)
-    table = {float(w): (-float(cov), int(bad), float(w)) for w, cov, bad, _ in rows}
-    assert min(table, key=table.get) == RANK_BITS
-    assert f"the score being {RANK_BITS:g} x log2" in text
-    assert "`classify.RANK_BITS`" in (CALIBRATION.parents[2] / "docs" / "report.md").read_text()
+    rows = re.findall(
+        r"^\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)% \| (\d+) of (\d+) \|", text, re.M
+    )
+    assert rows
+    for row, (score, found) in zip(rows, ranked.items(), strict=False):
+        assert tuple(map(float, row[:3])) == astuple(score)
+        assert float(row[3]) == pytest.approx(100 * found["covered"], abs=0.05)
+        assert (int(row[4]), int(row[5])) == (found["bad_recommended"], found["probe_recommended"])
+    assert repr(SCORE) in text and f"the score being {SCORE.as_text()}:" in text
+    assert repr(SCORE) in (CALIBRATION.parents[2] / "docs" / "report.md").read_text()
