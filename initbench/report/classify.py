@@ -35,9 +35,9 @@ probe score (probe only, :data:`SCORE`: ``rank_bits x log2(effective rank)`` at 
 layer, less the drift: ``|gradient change|``, ``|signal change|`` unless the signal is
 critical, and the bits of distinguishability lost, each beyond ``free_bits``; a score
 within ``margin`` of the best's ties with it). A group is set apart from the best only
-when two tests agree: the 95% interval of the paired per-seed difference (seeds share their random
-streams across schemes) lies below 0, and the 95% intervals of the two means do not
-overlap. With one seed nothing can be told apart, and every group that fails nothing is
+when two tests agree: the 95% interval of the paired per-seed difference (seeds share
+their random streams across schemes) lies below 0, and the 95% intervals of the two means
+do not overlap. With one seed nothing can be told apart, and every group that fails nothing is
 recommended. A trained sweep also gets ``probe_recommended``: what the probe alone would
 have recommended.
 """
@@ -217,11 +217,9 @@ def classify(
         ``probe_recommended`` when trained) and the numbers behind them (see
         ``docs/report.md``).
     """
-    cells = _prepared(cells)
     keys = [*CELL_KEYS, "scheme_id"]
-    measures, totals = cell_measures(cells, layers)
+    measures, runs = _measured(cells, layers)
     measures = measures.set_index(keys)
-    runs = cells.merge(totals, on="run_id", how="left")
     rows = []
     for key, group in runs.groupby(keys, sort=False, dropna=False):
         row = dict(zip(keys, key, strict=True))
@@ -240,20 +238,21 @@ def classify(
     return verdicts
 
 
-def _prepared(cells: pd.DataFrame) -> pd.DataFrame:
+def _measured(cells: pd.DataFrame, layers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`cell_measures` of the runs, and the runs with their totals."""
     cells = cells.copy()
     cells["bias_var"] = cells["bias_var"].fillna(0.0)
     for column in ("chi1", "input_corr"):
         if column not in cells:
             cells[column] = math.nan
-    return cells
+    measures, totals = cell_measures(cells, layers)
+    return measures, cells.merge(totals, on="run_id", how="left")
 
 
 def scored_runs(cells: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """The runs with each quantity's end-to-end change (``TOTALS``), as :func:`recommend`
     scores them."""
-    cells = _prepared(cells)
-    return cells.merge(cell_measures(cells, layers)[1], on="run_id", how="left")
+    return _measured(cells, layers)[1]
 
 
 def recommend(
@@ -352,7 +351,8 @@ def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], score: Score)
     spans: identity and orthogonal weights keep them) minus the drift in bits:
     ``|gradient change|``, plus ``|signal change|`` unless the scheme's signal is critical
     (a power-law decay is what criticality looks like, not a drift), plus the bits of the
-    input pairs' distinguishability lost or gained by the last layer."""
+    input pairs' distinguishability lost or gained by the last layer; each drift term
+    counts only beyond ``score.free_bits``."""
     if trained:
         return runs["final_test_acc"].astype(float)
     signal = runs["signal_total"].abs().where(~runs["scheme_id"].isin(critical), 0.0)
