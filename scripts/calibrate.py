@@ -3,21 +3,22 @@
     initbench sweep --preset calibration --out /tmp/calibration      # about 25 minutes
     python scripts/calibrate.py /tmp/calibration
 
-Fits the thresholds (``initbench.report.rule.fit``) on the fitting half of the cells,
-predicts the held-out half with them, and prints the rule, the held-out confusion matrix
-and the three numbers that say whether the probe's verdicts hold: agreement with
-training, cells whose probe recommendations include a training-recommended scheme, and
-probe recommendations that stall or diverge. Then the flip rate: the calibration cells
-probed again with 6 seeds, the probe's recommended flags of seeds 0-2 against 3-5.
-The probe's recommendation score (``classify.SCORE``) is fitted on the fitting half too,
-among ``classify.SCORE_CANDIDATES``. Writes ``results/calibration/measures.csv`` (one row
-per scheme and cell), ``runs.csv.gz`` (one row per run: the totals the score reads, and
-the final accuracy) and ``README.md`` (what this prints), all deterministic.
+Fits the thresholds and the probe's recommendation score together
+(``initbench.report.classify.fit``) on the fitting half of the cells, predicts the
+held-out half with them, and prints the rule, the held-out confusion matrix and the three
+numbers that say whether the probe's verdicts hold: agreement with training, cells whose
+probe recommendations include a training-recommended scheme, and probe recommendations
+that stall or diverge. Then the flip rate: the calibration cells probed again with 6
+seeds, the probe's recommended flags of seeds 0-2 against 3-5. Writes
+``results/calibration/measures.csv`` (one row per scheme and cell), ``runs.csv.gz`` (one
+row per run: the totals the score reads, and the final accuracy) and ``README.md`` (what
+this prints), all deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from initbench.report.classify import (
     classify,
     confusion,
     equivalence_groups,
-    ranked_scores,
+    fit,
     recommend,
     scored_runs,
 )
@@ -55,7 +56,7 @@ MEASURE_COLUMNS = [
     *("training", "final_test_acc", "held_out"),
 ]
 RUN_COLUMNS = [*CELL_KEYS, "scheme_id", "seed", "status", "reason", "final_test_acc", *TOTALS]
-SHOWN = 10  # the page's table of score candidates: the best this many
+SHOWN = 10  # the page's table of fitted candidates: the best this many
 
 
 def flip_rate(seeds: int = 6) -> tuple[float, int]:
@@ -102,13 +103,10 @@ def main() -> None:
         compression={"method": "gzip", "mtime": 0},
     )
     measures, runs = read_calibration(OUT)
-    fitted = fit_from(measures)
+    choices = fit_from(measures, runs)
+    fitted, score = next(iter(choices))
     verdicts = verdicts_from(measures, runs, fitted)
-    fitting = verdicts[~verdicts["held_out"]]
-    by_score = ranked_scores(fitting, runs)
-    score = next(iter(by_score))
     verdicts["probe_recommended"] = recommend(verdicts, runs, False, score)
-    shown = list(by_score)[:SHOWN]
     lines = [
         "# Calibration of the verdict rule",
         "",
@@ -133,20 +131,27 @@ def main() -> None:
         repr(score),
         "```",
         "",
-        f"fitted on the fitting half among {len(SCORE_CANDIDATES)} candidates (weights "
-        f"{values_text('rank_bits')}, free bits {values_text('free_bits')}, margins "
-        f"{values_text('margin')}): the most cells covered, then the fewest recommendations "
-        "that stall or diverge, then the fewest recommendations (of equally safe answers, "
-        f"the sharpest), then the smallest values. The best {SHOWN}:",
+        "Both are fitted together on the fitting half. The rules are those of "
+        f"{n_rules():,} threshold combinations whose agreement with training is within one "
+        "standard error of the best; the scores are "
+        f"{len(SCORE_CANDIDATES)} candidates (weights {values_text('rank_bits')}, free bits "
+        f"{values_text('free_bits')}, margins {values_text('margin')}). Of each pair, the "
+        "probe's recommendations are held against training's: the most cells covered, then "
+        "the fewest recommendations that stall or diverge, then the fewest recommendations "
+        "(of equally safe answers, the sharpest), then the loosest rule (the fewest failures "
+        f"claimed), then the smallest score values. The best {SHOWN} (of rules that fail the "
+        "same rows, the loosest):",
         "",
-        "| weight | free bits | margin | cells covered | recommendations that stall or "
-        "diverge | training-recommended recommended |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| gradient bits | signal bits | separation | rank | dead | weight | free bits | margin "
+        "| cells covered | recommendations that stall or diverge | training-recommended "
+        "recommended |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {s.rank_bits:g} | {s.free_bits:g} | {s.margin:g} | "
-            f"{by_score[s]['covered']:.1%} | {by_score[s]['bad_recommended']} of "
-            f"{by_score[s]['probe_recommended']} | {by_score[s]['recall']:.1%} |"
-            for s in shown
+            f"| {r.gradient_bits:g} | {r.signal_bits:g} | {r.separation:g} | {r.rank:g} | "
+            f"{r.dead:g} | {s.rank_bits:g} | {s.free_bits:g} | {s.margin:g} | "
+            f"{found['covered']:.1%} | {found['bad_recommended']} of "
+            f"{found['probe_recommended']} | {found['recall']:.1%} |"
+            for (r, s), found in list(choices.items())[:SHOWN]
         ),
         "",
     ]
@@ -196,19 +201,28 @@ def read_calibration(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_csv(folder / "measures.csv", **read), pd.read_csv(folder / "runs.csv.gz", **read)
 
 
-def verdicts_from(measures: pd.DataFrame, runs: pd.DataFrame, fitted: rule.Rule) -> pd.DataFrame:
+def verdicts_from(
+    measures: pd.DataFrame, runs: pd.DataFrame, fitted: rule.Rule = rule.RULE
+) -> pd.DataFrame:
     """The rows of ``measures.csv`` with their labels under ``fitted`` and recommended by
-    training, as ``classify`` gives them."""
+    training, as ``classify`` gives them (what training recommends, and which signals
+    are critical, do not depend on the rule)."""
     verdicts = measures.copy()
     verdicts[["signal", "gradients", "predicted", "failure"]] = rule.predict(verdicts, fitted)
     verdicts["recommended"] = recommend(verdicts, runs, True)
     return verdicts
 
 
-def fit_from(measures: pd.DataFrame) -> rule.Rule:
-    """The rule fitted on the rows of ``measures.csv`` that are not held out."""
-    part = measures[~measures["held_out"].astype(bool)]
-    return rule.fit(part, part["training"])
+def fit_from(measures: pd.DataFrame, runs: pd.DataFrame) -> dict:
+    """The rule and score fitted on the rows of ``measures.csv`` that are not held out,
+    with the candidates ranked behind them (``classify.fit``)."""
+    verdicts = verdicts_from(measures, runs)
+    return fit(verdicts[~verdicts["held_out"].astype(bool)], runs)
+
+
+def n_rules() -> int:
+    """How many threshold combinations the fit tries."""
+    return math.prod(len(values) for values in rule.CANDIDATES.values())
 
 
 if __name__ == "__main__":

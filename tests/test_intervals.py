@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from initbench.core.intervals import group_intervals, mean_interval, slope_interval
+from initbench.core.intervals import group_intervals, mean_interval, mean_intervals, slope_interval
 
 
 def test_mean_interval_is_scipys_t_interval():
@@ -23,6 +23,23 @@ def test_mean_interval_of_one_and_of_none():
     assert mean_interval(np.array([2.0]))[:1] == (2.0,) and math.isnan(mean_interval([2.0])[1])
     mean, half, n = mean_interval(np.array([np.nan]))
     assert n == 0 and math.isnan(mean) and math.isnan(half)
+
+
+def test_mean_intervals_is_scipys_t_interval_of_each_column():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 3, 4))
+    values[0, 0, 0], values[1, 2, 3], values[2:, 1, 1] = np.nan, -np.inf, np.nan
+    mean, half, n = mean_intervals(values)
+    assert mean.shape == half.shape == n.shape == (3, 4)
+    for i, j in np.ndindex(3, 4):
+        column = values[:, i, j]
+        finite = column[np.isfinite(column)]
+        assert n[i, j] == len(finite) and mean[i, j] == pytest.approx(finite.mean())
+        if len(finite) > 1:
+            lo, hi = stats.t.interval(0.95, len(finite) - 1, finite.mean(), stats.sem(finite))
+            assert (mean[i, j] - half[i, j], mean[i, j] + half[i, j]) == pytest.approx((lo, hi))
+        else:
+            assert math.isnan(half[i, j])
 
 
 def test_slope_interval_is_linregress_with_its_t_interval():

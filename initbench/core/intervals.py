@@ -24,15 +24,26 @@ def mean_interval(values: np.ndarray) -> tuple[float, float, int]:
     Returns:
         ``(mean, half, n)``; the half-width is NaN for one value, both are NaN for none.
     """
+    mean, half, n = mean_intervals(np.asarray(values, dtype=float).reshape(-1, 1))
+    return float(mean[0]), float(half[0]), int(n[0])
+
+
+def mean_intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mean_interval` of every column at once: ``values`` is ``(samples, ...)``.
+
+    Returns:
+        ``(mean, half, n)``, each of ``values``' shape less its first axis.
+    """
     values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(values.mean())
-    if n == 1:
-        return mean, math.nan, 1
-    return mean, float(t_quantile(n - 1) * values.std(ddof=1) / math.sqrt(n)), n
+    finite = np.isfinite(values)
+    n = finite.sum(0)
+    kept = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = kept.sum(0) / n
+        square = np.where(finite, values - mean, 0.0) ** 2
+        std = np.sqrt(square.sum(0) / (n - 1))
+        half = np.where(n > 1, t_quantile(np.maximum(n - 1, 1)) * std / np.sqrt(n), np.nan)
+    return np.where(n > 0, mean, np.nan), half, n
 
 
 def slope_interval(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:

@@ -51,8 +51,8 @@ from dataclasses import astuple, dataclass
 import numpy as np
 import pandas as pd
 
-from initbench.core.intervals import mean_interval, t_quantile
-from initbench.report.rule import RULE, Rule, predict
+from initbench.core.intervals import mean_interval, mean_intervals, t_quantile
+from initbench.report.rule import RULE, Rule, near_best, predict
 
 MIN_SETTLE_LAYERS = 3
 
@@ -327,22 +327,84 @@ def warnings(row: pd.Series | object, trained: bool) -> list[str]:
     return str(row.failure).split(", ")
 
 
-def ranked_scores(
-    verdicts: pd.DataFrame, runs: pd.DataFrame, candidates: tuple[Score, ...] = SCORE_CANDIDATES
-) -> dict[Score, dict[str, float]]:
-    """Each of the probe's ``candidates`` scores with its recommendations' :func:`agreement`
-    with training on ``verdicts`` (a trained sweep's rows; ``runs``: :func:`scored_runs`),
-    best first: the most cells covered, then the fewest recommendations that stall or
-    diverge, then the fewest recommendations (of equally safe answers, the sharpest: each
-    recommended scheme is named in its row and drawn in every figure of its cell), then the
-    smallest values. The first is the fitted score."""
-    found = {s: agreement(verdicts, recommend(verdicts, runs, False, s)) for s in candidates}
+def fit(verdicts: pd.DataFrame, runs: pd.DataFrame) -> dict[tuple[Rule, Score], dict]:
+    """The rule and the probe's score fitted together on a trained sweep's ``verdicts``
+    (``runs``: :func:`scored_runs`): the rules whose agreement with training is within one
+    standard error of the best (``rule.near_best``) crossed with :data:`SCORE_CANDIDATES`,
+    ranked by :func:`ranked_choices`; the first is the fit."""
+    return ranked_choices(verdicts, runs, near_best(verdicts, verdicts["training"]))
 
-    def order(s: Score) -> tuple:
-        a = found[s]
-        return (-a["covered"], a["bad_recommended"], a["probe_recommended"], astuple(s))
 
-    return {s: found[s] for s in sorted(found, key=order)}
+def ranked_choices(
+    verdicts: pd.DataFrame,
+    runs: pd.DataFrame,
+    rules: dict[Rule, np.ndarray],
+    scores: tuple[Score, ...] = SCORE_CANDIDATES,
+) -> dict[tuple[Rule, Score], dict[str, float]]:
+    """Each pair of a rule and a score with how the probe's recommendations under them
+    hold up against training on ``verdicts`` (a trained sweep's rows, with ``runs``:
+    :func:`scored_runs`), best first: the most cells covered, then the fewest
+    recommendations that stall or diverge, then the fewest recommendations (of equally
+    safe answers, the sharpest: each recommended scheme is named in its row and drawn in
+    every figure of its cell), then the rule's place in ``rules``, then the smallest
+    score values. Of rules that fail the same rows only the first is kept.
+
+    Args:
+        verdicts: trained verdicts (as :func:`agreement` takes them).
+        runs: their runs.
+        rules: each rule with the rows of ``verdicts`` it predicts to fail (positions).
+        scores: the candidate scores.
+
+    Returns:
+        ``(rule, score) -> {"covered", "bad_recommended", "probe_recommended", "recall"}``.
+    """
+    first: dict[bytes, Rule] = {}
+    for candidate, fails in rules.items():
+        first.setdefault(np.asarray(fails, bool).tobytes(), candidate)
+    kept = list(first.values())
+    fails = np.stack([np.asarray(rules[r], bool) for r in kept])  # (rules, rows)
+    note = (verdicts["note"].fillna("") != "").to_numpy()
+    recommended = verdicts["recommended"].astype(bool).to_numpy()
+    bad = verdicts["training"].isin(["stalls", "diverges"]).to_numpy()
+    cells = [
+        (cell, verdicts.index.get_indexer(cell.index))
+        for _, cell in verdicts.groupby(CELL_KEYS, sort=False, dropna=False)
+    ]
+    some_train = sum(bool((cell["training"] == "trains").any()) for cell, _ in cells)
+    found = {}
+    for score in scores:
+        covered, bad_count, count, hits = (np.zeros(len(kept), int) for _ in range(4))
+        for cell, rows in cells:
+            metric = _cell_metric(cell, runs, False, score)
+            values = metric.reindex(columns=cell["scheme_id"]).to_numpy(float)
+            present = cell["scheme_id"].isin(metric.columns).to_numpy()
+            means = _nanmean(values)
+            ties = _ties(values[:, :, None], values[:, None, :], score.margin) & present[:, None]
+            eligible = ~fails[:, rows] & ~note[rows]  # (rules, schemes)
+            ranked = eligible & present & ~np.isnan(means)
+            key = np.where(ranked, means, np.nan)
+            key[~ranked.any(1)] = 0.0
+            best = np.nanargmax(key, 1)
+            tied = np.where(ranked.any(1)[:, None], eligible & ties[:, best].T, eligible)
+            count += tied.sum(1)
+            bad_count += (tied & bad[rows]).sum(1)
+            hits += (tied & recommended[rows]).sum(1)
+            if (cell["training"] == "trains").any():
+                covered += (tied & recommended[rows]).any(1)
+        for i, candidate in enumerate(kept):
+            found[(candidate, score)] = {
+                "covered": covered[i] / some_train if some_train else math.nan,
+                "bad_recommended": int(bad_count[i]),
+                "probe_recommended": int(count[i]),
+                "recall": hits[i] / max(recommended.sum(), 1),
+            }
+    place = {r: i for i, r in enumerate(kept)}
+
+    def order(pair: tuple[Rule, Score]) -> tuple:
+        a = found[pair]
+        return (-a["covered"], a["bad_recommended"], a["probe_recommended"], place[pair[0]])
+
+    return {pair: found[pair] for pair in sorted(found, key=lambda p: (*order(p), astuple(p[1])))}
 
 
 def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], score: Score) -> pd.Series:
@@ -363,13 +425,10 @@ def _metric(runs: pd.DataFrame, trained: bool, critical: set[str], score: Score)
     return score.rank_bits * rank.fillna(0.0) - drift
 
 
-def _tied_with_best(
+def _cell_metric(
     cell: pd.DataFrame, runs: pd.DataFrame, trained: bool, score: Score
-) -> list[int]:
-    """Index labels of the cell's rows that fail nothing and tie with the best."""
-    eligible = cell[~failing(cell, trained)]
-    if eligible.empty:
-        return []
+) -> pd.DataFrame:
+    """The cell's runs' :func:`_metric`, seeds by scheme."""
     keys = cell.iloc[0][CELL_KEYS]
     mask = np.ones(len(runs), dtype=bool)
     for key in CELL_KEYS:
@@ -377,41 +436,60 @@ def _tied_with_best(
     finished = (runs["status"] == "ok") if trained else probed(runs)
     here = runs[mask & finished.to_numpy()]
     critical = set(cell.loc[cell["signal"] == "critical", "scheme_id"])
-    metric = here.assign(metric=_metric(here, trained, critical, score)).pivot_table(
+    return here.assign(metric=_metric(here, trained, critical, score)).pivot_table(
         index="seed", columns="scheme_id", values="metric", aggfunc="first"
     )
+
+
+def _tied_with_best(
+    cell: pd.DataFrame, runs: pd.DataFrame, trained: bool, score: Score
+) -> list[int]:
+    """Index labels of the cell's rows that fail nothing and tie with the best."""
+    eligible = cell[~failing(cell, trained)]
+    if eligible.empty:
+        return []
+    metric = _cell_metric(cell, runs, trained, score)
     present = [s for s in eligible["scheme_id"] if s in metric]
     means = metric[present].mean() if present else pd.Series(dtype=float)
     if means.isna().all():
         return list(eligible.index)
-    best = means.idxmax()
-    margin = 0.0 if trained else score.margin
-    tied = []
-    for index, row in eligible.iterrows():
-        scheme = row["scheme_id"]
-        if scheme == best or (scheme in means and means[scheme] >= means[best] - margin):
-            tied.append(index)
-            continue
-        if scheme in metric and not _separated(
-            metric[scheme].to_numpy(float), metric[best].to_numpy(float)
-        ):
-            tied.append(index)
-    return tied
+    best = metric[means.idxmax()].to_numpy(float)[:, None]
+    schemes = [s for s in eligible["scheme_id"] if s in metric]
+    ties = _ties(metric[schemes].to_numpy(float), best, 0.0 if trained else score.margin)
+    tied = {s for s, t in zip(schemes, ties, strict=True) if t}
+    return [i for i, s in zip(eligible.index, eligible["scheme_id"], strict=True) if s in tied]
 
 
-def _separated(values: np.ndarray, best: np.ndarray) -> bool:
-    """Whether both tests set ``values`` apart from (below) ``best``: the 95% interval of
-    the paired per-seed difference lies below 0, and the two 95% intervals of the means do
-    not overlap."""
+def _ties(values: np.ndarray, best: np.ndarray, margin: float) -> np.ndarray:
+    """Whether each of ``values``' columns (seeds first; ``best`` broadcasts against
+    them) ties with ``best``: its mean within ``margin`` of the best's, or not
+    :func:`_separated` from it."""
+    with np.errstate(invalid="ignore"):
+        close = _nanmean(values) >= _nanmean(best) - margin
+    return close | ~_separated(values, best)
+
+
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    """The mean over the first axis of the values that are not NaN (as pandas takes it:
+    infinities count)."""
+    kept = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept, values, 0.0).sum(0) / kept.sum(0)
+
+
+def _separated(values: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Whether both tests set ``values`` apart from (below) ``best``, column by column
+    (seeds first; the two broadcast): the 95% interval of the paired per-seed difference
+    lies below 0, and the two 95% intervals of the means do not overlap."""
+    values, best = np.broadcast_arrays(np.asarray(values, float), np.asarray(best, float))
     both = np.isfinite(values) & np.isfinite(best)
-    mean, half, n = mean_interval(values[both] - best[both])
-    if n < 2 or not math.isfinite(half) or mean + half >= 0:
-        return False
-    m_a, h_a, n_a = mean_interval(values)
-    m_b, h_b, n_b = mean_interval(best)
-    if min(n_a, n_b) < 2:
-        return False
-    return m_a + h_a < m_b - h_b
+    with np.errstate(invalid="ignore"):
+        mean, half, n = mean_intervals(np.where(both, values - best, np.nan))
+    m_a, h_a, n_a = mean_intervals(values)
+    m_b, h_b, n_b = mean_intervals(best)
+    with np.errstate(invalid="ignore"):
+        paired = (n >= 2) & (mean + half < 0)
+        return paired & (np.minimum(n_a, n_b) >= 2) & (m_a + h_a < m_b - h_b)
 
 
 def confusion(verdicts: pd.DataFrame) -> pd.DataFrame:

@@ -24,10 +24,11 @@ From a scheme and cell's measures over its seeds (:func:`~initbench.report.class
 The ``signal`` and ``gradients`` labels describe what the variance does (vanishing or
 exploding beyond a fourfold change, ``DESCRIBED_BITS``); only the fitted thresholds decide
 the prediction. A scheme is predicted to train when it fails none of the modes.
-:func:`fit` picks the thresholds from :data:`CANDIDATES` that agree most often with
-training on the cells it is given (the calibration preset's, half of them:
-:func:`held_out` keeps the rest unseen);
-:data:`RULE` is what it returned on ``results/calibration`` (``scripts/calibrate.py``).
+:func:`near_best` finds the thresholds of :data:`CANDIDATES` that agree with training
+about as often as the best on the cells it is given (the calibration preset's, half of
+them: :func:`held_out` keeps the rest unseen); of those, ``classify.fit`` keeps the one
+whose recommendations hold up best. :data:`RULE` is what it returned on
+``results/calibration`` (``scripts/calibrate.py``).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ CANDIDATES = {
 
 # fitted by scripts/calibrate.py on the fitting half of results/calibration, and its
 # agreement with training on the held-out half (test_rule checks both against the file)
-RULE = Rule(gradient_bits=12.0, signal_bits=math.inf, separation=0.1, rank=1.5, dead=math.inf)
-HELD_OUT = {"accuracy": 0.932, "decisive": 672}
+RULE = Rule(gradient_bits=12.0, signal_bits=math.inf, separation=0.0, rank=3.0, dead=math.inf)
+HELD_OUT = {"accuracy": 0.935, "decisive": 672}
 
 
 def held_out(cells: pd.DataFrame) -> pd.Series:
@@ -206,25 +207,25 @@ def predict(measures: pd.DataFrame, rule: Rule = RULE) -> pd.DataFrame:
     )
 
 
-def fit(measures: pd.DataFrame, training: pd.Series) -> Rule:
-    """The loosest thresholds of :data:`CANDIDATES` (the fewest failures claimed) among
-    those whose agreement with ``training`` (``trains`` against ``stalls`` or ``diverges``,
-    on the rows where it is one of them) is within one standard error of the best: the
-    one-standard-error rule, which keeps a threshold only where the data needs it.
+def near_best(measures: pd.DataFrame, training: pd.Series) -> dict[Rule, np.ndarray]:
+    """The thresholds of :data:`CANDIDATES` whose agreement with ``training`` (``trains``
+    against ``stalls`` or ``diverges``, on the rows where it is one of them) is within one
+    standard error of the best, loosest first (the fewest failures claimed).
 
     Args:
         measures: one row per scheme and cell (as :func:`predict` takes them).
         training: the training outcome of each row.
 
     Returns:
-        The fitted rule.
+        Each rule with the rows of ``measures`` it predicts to fail.
     """
     decisive = training.isin(["trains", "stalls", "diverges"]).to_numpy()
-    m, trains = measures[decisive], (training[decisive] == "trains").to_numpy()
+    trains = (training[decisive] == "trains").to_numpy()
     loosest = Rule(math.inf, math.inf, 0.0, 0.0, math.inf)
 
     def fails(**changed: float) -> np.ndarray:
-        return (predict(m, Rule(**(asdict(loosest) | changed)))["predicted"] == "fails").to_numpy()
+        rule = Rule(**(asdict(loosest) | changed))
+        return (predict(measures, rule)["predicted"] == "fails").to_numpy()
 
     # each threshold's failures alone, with what fails under any threshold (non-finite
     # values); the signal's also depend on the gradients' threshold
@@ -243,12 +244,15 @@ def fit(measures: pd.DataFrame, training: pd.Series) -> Rule:
         predicted_fails = (
             by_pair[(g, s)] | singles["separation"][c] | singles["rank"][r] | singles["dead"][d]
         )
-        score = float((predicted_fails != trains).mean()) if len(trains) else 0.0
-        scored.append((score, int(predicted_fails.sum()), Rule(g, s, c, r, d)))
-    top = max(score for score, _, _ in scored)
+        right = predicted_fails[decisive] != trains
+        score = float(right.mean()) if len(trains) else 0.0
+        scored.append(
+            (score, int(predicted_fails[decisive].sum()), Rule(g, s, c, r, d), predicted_fails)
+        )
+    top = max(score for score, *_ in scored)
     # one standard error of the best accuracy: rules this close are as good on this data
     tolerance = math.sqrt(top * (1 - top) / max(len(trains), 1))
-    near = [
-        (claimed, i) for i, (score, claimed, _) in enumerate(scored) if score >= top - tolerance
-    ]
-    return scored[min(near)[1]][2]
+    near = sorted(
+        (claimed, i) for i, (score, claimed, *_) in enumerate(scored) if score >= top - tolerance
+    )
+    return {scored[i][2]: scored[i][3] for _, i in near}
