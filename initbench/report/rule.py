@@ -83,7 +83,7 @@ class Rule:
             ),
             (
                 self.rank > 0,
-                f"its effective rank is below {self.rank:g} directions",
+                f"the last layer's effective rank is below {self.rank:g} directions",
                 "the effective rank",
             ),
             (
@@ -94,11 +94,15 @@ class Rule:
         )
         for active, text, name in clauses:
             (used if active else unused).append(text if active else name)
-        line = "trains unless a statistic is not finite, " + ", ".join(used[:-1])
-        line += (" or " if len(used) > 1 else "") + used[-1] if used else ""
+        line = "trains unless " + _listed(["a statistic is not finite", *used], "or")
         if unused:
-            line += f"; {' and '.join(unused)} did not help predict training (no threshold)"
+            line += f"; {_listed(unused, 'and')} did not help predict training (no threshold)"
         return line
+
+
+def _listed(items: list[str], last: str) -> str:
+    """``a, b or c``."""
+    return ", ".join(items[:-1]) + f" {last} " + items[-1] if len(items) > 1 else items[0]
 
 
 CANDIDATES = {
