@@ -11,6 +11,7 @@ import pytest
 
 from initbench.report.classify import (
     Score,
+    agreement,
     classify,
     equivalence_groups,
     failing,
@@ -199,24 +200,36 @@ def test_with_one_seed_every_scheme_that_passes_is_tied():
 
 
 def test_training_labels():
-    schemes = {name: (flat(3), flat(3)) for name in ("trains", "stalls", "diverges")}
+    """Every seed reaches the target: trains; none: stalls; some: mixed (not recommended,
+    and not decisive: agreement leaves it out)."""
+    names = ("trains", "mixed", "stalls", "diverges")
+    schemes = {name: (flat(3), flat(3)) for name in names}
     steps = {
-        "trains": [40.0, 60.0, np.nan],
-        "stalls": [np.nan, np.nan, 90.0],
+        "trains": [40.0, 60.0, 90.0],
+        "mixed": [40.0, np.nan, np.nan],
+        "stalls": [np.nan] * 3,
         "diverges": [40.0] * 3,
     }
-    diverged = {"trains": [np.nan] * 3, "stalls": [np.nan] * 3, "diverges": [np.nan, 12.0, np.nan]}
-    acc = {"trains": [0.9] * 3, "stalls": [0.3] * 3, "diverges": [0.9] * 3}
+    diverged = {name: [np.nan] * 3 for name in names} | {"diverges": [np.nan, 12.0, np.nan]}
+    acc = {
+        "trains": [0.9] * 3,
+        "mixed": [0.85, 0.6, 0.6],
+        "stalls": [0.3] * 3,
+        "diverges": [0.9] * 3,
+    }
     cells, layers = made_up(
         schemes, depth=3, steps_to_target=steps, diverged_step=diverged, final_test_acc=acc
     )
     verdicts = classify(cells, layers, trained=True, rule=TWO_BITS).set_index("scheme_id")
-    assert verdicts["training"].to_dict() == {
-        "trains": "trains",
-        "stalls": "stalls",
-        "diverges": "diverges",
+    assert verdicts["training"].to_dict() == {name: name for name in names}
+    assert verdicts["recommended"].to_dict() == {
+        "trains": True,
+        "mixed": False,
+        "stalls": False,
+        "diverges": False,
     }
-    assert verdicts["recommended"].to_dict() == {"trains": True, "stalls": False, "diverges": False}
+    assert failing(verdicts, trained=True)["mixed"]
+    assert agreement(verdicts, verdicts["recommended"])["decisive"] == 3
 
 
 def test_interval_comes_from_per_layer_steps():

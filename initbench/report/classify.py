@@ -19,7 +19,9 @@ last layer's input-pair correlation, effective rank and dead share, the measured
 ``fails``, with its failure modes), by thresholds fitted against training.
 
 **Training** (when the sweep trains): ``diverges`` if any seed's loss went non-finite,
-``trains`` if most seeds reach ``target_accuracy``, else ``stalls``.
+``trains`` if every seed reaches ``target_accuracy``, ``stalls`` if none does, and
+``mixed`` if the seeds disagree. A ``mixed`` row is not recommended, but it is not
+decisive either: it counts neither for nor against a prediction.
 
 **Equivalent schemes**: two schemes whose weights have the same distribution on every
 weight of the cell's network (same kind and moments: ``xavier_normal[gain=matched]`` and
@@ -27,7 +29,8 @@ weight of the cell's network (same kind and moments: ``xavier_normal[gain=matche
 scheme that cannot fill a weight of the cell shares no group.
 
 **Failing** is judged on what the sweep measures last: training when it trained
-(``stalls`` or ``diverges``; a predicted failure is then a *warning*), else the prediction.
+(``mixed``, ``stalls`` or ``diverges``; a predicted failure is then a *warning*), else the
+prediction.
 
 **Recommended**: the groups that fail nothing and are statistically tied with the best of
 them. The best has the highest mean final test accuracy (trained) or the highest mean
@@ -52,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from initbench.core.intervals import mean_interval, mean_intervals, t_quantile
-from initbench.report.rule import RULE, Rule, near_best, predict
+from initbench.report.rule import DECISIVE, RULE, Rule, near_best, predict
 
 MIN_SETTLE_LAYERS = 3
 
@@ -88,7 +91,7 @@ SCORE_CANDIDATES = tuple(
 )
 CELL_KEYS = ["activation", "arch", "depth", "width", "bias_var"]
 SIGNALS = ("stable", "critical", "vanishing", "exploding")
-TRAINING = ("trains", "stalls", "diverges")
+TRAINING = ("trains", "mixed", "stalls", "diverges")
 
 
 def quantity_measures(y: np.ndarray) -> dict[str, float]:
@@ -184,11 +187,11 @@ TOTALS = ("signal_total", "gradients_total", "separation_total", "rank_total")
 
 
 def classify_training(runs: pd.DataFrame) -> str:
-    """``diverges``, ``trains`` or ``stalls`` for one cell's runs."""
+    """``diverges``, ``trains``, ``stalls`` or ``mixed`` for one cell's runs."""
     if runs["diverged_step"].notna().any() or (runs["status"] == "diverged").any():
         return "diverges"
-    reached = runs["steps_to_target"].notna()
-    return "trains" if reached.sum() * 2 > len(runs) else "stalls"
+    reached = int(runs["steps_to_target"].notna().sum())
+    return "trains" if reached == len(runs) else "stalls" if reached == 0 else "mixed"
 
 
 def classify(
@@ -310,10 +313,11 @@ def _classify_cell(runs: pd.DataFrame, measures: dict, trained: bool) -> dict[st
 
 
 def failing(verdicts: pd.DataFrame, trained: bool) -> pd.Series:
-    """Rows that fail what the sweep is judged on: training (``stalls``, ``diverges``)
-    when it trained, else the prediction (``fails``); and rows with no finished run."""
+    """Rows that fail what the sweep is judged on: training when it trained (``stalls``,
+    ``diverges``, or ``mixed``: a scheme is recommended for training only where every
+    seed trains), else the prediction (``fails``); and rows with no finished run."""
     if trained:
-        bad = verdicts["training"].isin(["stalls", "diverges"])
+        bad = verdicts["training"].isin(["mixed", "stalls", "diverges"])
     else:
         bad = verdicts["predicted"] == "fails"
     return bad | (verdicts["note"].fillna("") != "")
@@ -495,7 +499,7 @@ def _separated(values: np.ndarray, best: np.ndarray) -> np.ndarray:
 def confusion(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Prediction against training on the rows where training is decisive: counts with
     ``predicted`` as rows and ``training`` as columns."""
-    decisive = verdicts[verdicts["training"].isin(["trains", "stalls", "diverges"])]
+    decisive = verdicts[verdicts["training"].isin(DECISIVE)]
     table = pd.crosstab(decisive["predicted"], decisive["training"])
     return (
         table.reindex(index=["trains", "fails"], columns=["trains", "stalls", "diverges"])
@@ -519,7 +523,7 @@ def agreement(verdicts: pd.DataFrame, probe_recommended: pd.Series) -> dict[str,
         that stall or diverge), ``recall`` (share of the training-recommended rows the
         probe recommends too), and the counts behind them.
     """
-    decisive = verdicts["training"].isin(["trains", "stalls", "diverges"])
+    decisive = verdicts["training"].isin(DECISIVE)
     right = (verdicts["predicted"] == "trains") == (verdicts["training"] == "trains")
     cells = verdicts.assign(probe=probe_recommended).groupby(CELL_KEYS, dropna=False)
     some_train = cells.apply(lambda c: bool((c["training"] == "trains").any()))

@@ -38,6 +38,8 @@ def failures(row, trained: bool) -> list[str]:
     if row.note:
         return ["not applicable" if row.note.startswith("not applicable") else "no run finished"]
     if trained:
+        if row.training == "mixed":
+            return [f"mixed: {row.reached_target} of {row.seeds} seeds train"]
         return [row.training] if row.training in ("stalls", "diverges") else []
     return row.failure.split(", ") if row.failure else []
 
@@ -250,7 +252,9 @@ def _entry(row: pd.Series, scheme: str, trained: bool) -> dict:
         label = f"{row['training']} {fmt.percent(row['final_test_acc'])}"
         if row["training"] == "diverges":
             label = "diverges"
-        css = {"trains": "ok", "stalls": "stall", "diverges": "explode"}[row["training"]]
+        css = {"trains": "ok", "mixed": "mixed", "stalls": "stall", "diverges": "explode"}[
+            row["training"]
+        ]
     else:
         name = bad[0] if bad else str(row["signal"]) if row["signal"] == "critical" else "stable"
         label = name.replace("signal ", "").replace("gradients ", "grad. ")
@@ -276,5 +280,8 @@ def _entry(row: pd.Series, scheme: str, trained: bool) -> dict:
         f"({row['gradients']})"
     )
     if trained:
-        title += f", test accuracy {fmt.percent(row['final_test_acc'], row['final_test_acc_ci'])}"
+        title += (
+            f", test accuracy {fmt.percent(row['final_test_acc'], row['final_test_acc_ci'])}, "
+            f"target reached in {row['reached_target']} of {row['seeds']} seeds"
+        )
     return {"label": label, "note": note, "css": css, "title": title}
