@@ -1,18 +1,19 @@
 """Fits the verdict rule on the calibration sweep and checks it where it was not fitted.
 
-    initbench sweep --preset calibration --out /tmp/calibration      # about 25 minutes
+    initbench sweep --preset calibration --out /tmp/calibration      # about 35 minutes
     python scripts/calibrate.py /tmp/calibration
 
 Fits the thresholds and the probe's recommendation score together
-(``initbench.report.classify.fit``) on the fitting half of the cells, predicts the
-held-out half with them, and prints the rule, the held-out confusion matrix and the three
-numbers that say whether the probe's verdicts hold: agreement with training, cells whose
-probe recommendations include a training-recommended scheme, and probe recommendations
-that stall or diverge. Then the flip rate: the calibration cells probed again with 6
-seeds, the probe's recommended flags of seeds 0-2 against 3-5. Writes
-``results/calibration/measures.csv`` (one row per scheme and cell), ``runs.csv.gz`` (one
-row per run: the totals the score reads, and the final accuracy) and ``README.md`` (what
-this prints), all deterministic.
+(``initbench.report.classify.fit``) on the fitting half of the ``split`` part's cells,
+predicts the held-out half and the ``fresh`` part (sizes the fit never saw) with them, and
+prints the rule, the confusion matrices and the three numbers that say whether the
+probe's verdicts hold: agreement with training, cells whose probe recommendations include
+a training-recommended scheme, and probe recommendations that stall or diverge. Then the
+flip rate: the split cells probed again with 6 seeds, the probe's recommended flags of
+seeds 0-2 against 3-5. Writes ``results/calibration/measures.csv`` (one row per scheme
+and cell, with its ``part``: fit, held-out or fresh), ``runs.csv.gz`` (one row per run:
+the totals the score reads, and the final accuracy) and ``README.md`` (what this
+prints), all deterministic.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ MEASURE_COLUMNS = [
     *(f"{quantity}_{m}" for quantity in ("signal", "gradients") for m in MEASURES),
     *("corr_last", "input_corr", "separation_last", "rank_last", "dead_last"),
     *("chi1_theory", "chi1_measured"),
-    *("training", "final_test_acc", "held_out"),
+    *("training", "final_test_acc", "reached_target", "seeds", "part"),
 ]
+PARTS = {"held-out": "held-out", "fresh": "fresh", "fit": "fitted"}  # part -> its section
 RUN_COLUMNS = [*CELL_KEYS, "scheme_id", "seed", "status", "reason", "final_test_acc", *TOTALS]
 SHOWN = 10  # the page's table of fitted candidates: the best this many
 
@@ -63,7 +65,7 @@ def flip_rate(seeds: int = 6) -> tuple[float, int]:
     """The share of the probe's recommended flags that change between seeds 0-2 and 3-5 of
     the calibration cells probed with ``seeds`` seeds, and how many flags were compared."""
     grid = initbench.Grid.from_dict(
-        {"train_steps": 0, "lrs": [], "seeds": seeds}, preset("calibration")
+        {"train_steps": 0, "lrs": [], "seeds": seeds}, preset("calibration").parts["split"]
     )
     with tempfile.TemporaryDirectory() as folder:
         initbench.sweep(grid, Path(folder) / "s", progress=True)
@@ -84,18 +86,26 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="the calibration preset's sweep folder")
     parser.add_argument("--no-flips", action="store_true", help="skip the flip-rate sweep")
     args = parser.parse_args()
-    results = load(args.folder)
-    if not did_train(results):
-        raise SystemExit(f"{args.folder} did not train: sweep --preset calibration")
-    groups = equivalence_groups(results.cells, results.tables.get("weights"))
-    verdicts = classify(results.cells, results.layers, True, groups)
-    verdicts["held_out"] = rule.held_out(verdicts)
     keys = [*CELL_KEYS, "scheme_id"]
+    found, all_runs = [], []
+    for name in ("split", "fresh"):
+        results = load(args.folder / name)
+        if not did_train(results):
+            raise SystemExit(f"{args.folder / name} did not train: sweep --preset calibration")
+        groups = equivalence_groups(results.cells, results.tables.get("weights"))
+        verdicts = classify(results.cells, results.layers, True, groups)
+        verdicts["part"] = (
+            rule.held_out(verdicts).map({True: "held-out", False: "fit"})
+            if name == "split"
+            else "fresh"
+        )
+        found.append(verdicts[MEASURE_COLUMNS])
+        all_runs.append(scored_runs(results.cells, results.layers)[RUN_COLUMNS])
     OUT.mkdir(parents=True, exist_ok=True)
-    verdicts[MEASURE_COLUMNS].sort_values(keys).to_csv(
+    pd.concat(found).sort_values(keys).to_csv(
         OUT / "measures.csv", index=False, float_format="%.6g"
     )
-    runs = scored_runs(results.cells, results.layers)[RUN_COLUMNS]
+    runs = pd.concat(all_runs)
     runs.sort_values([*keys, "seed"]).to_csv(
         OUT / "runs.csv.gz",
         index=False,
@@ -114,9 +124,12 @@ def main() -> None:
         "preset; `measures.csv` (one row per scheme and cell) and `runs.csv.gz` (one row per "
         "run: its probe's totals and final accuracy) are what the fit reads.",
         "",
-        f"Fitted on {int((~measures['held_out']).sum())} scheme-cells "
-        f"({measures.loc[~measures['held_out'], CELL_KEYS].drop_duplicates().shape[0]} cells), "
-        f"checked on the other {int(measures['held_out'].sum())}.",
+        f"Fitted on {count(measures, 'fit')} of the split part, checked on its other "
+        f"{count(measures, 'held-out')} and on the {count(measures, 'fresh')} of the fresh "
+        "part (depths and a width the fit never saw). Training is decisive where every seed "
+        "reaches the target accuracy (trains), none does (stalls) or one diverges; where the "
+        "seeds disagree (mixed) it is not, and such rows count neither for nor against the "
+        "rule.",
         "",
         f"Rule: {fitted.as_text()}.",
         "",
@@ -155,8 +168,8 @@ def main() -> None:
         ),
         "",
     ]
-    for name, part in (("held-out", verdicts["held_out"]), ("fitted", ~verdicts["held_out"])):
-        checked = verdicts[part]
+    for part, name in PARTS.items():
+        checked = verdicts[verdicts["part"] == part]
         found = agreement(checked, checked["probe_recommended"])
         table = confusion(checked)
         lines += [
@@ -177,7 +190,7 @@ def main() -> None:
         lines += [
             "## Stability across seeds",
             "",
-            f"The calibration cells probed with 6 seeds: {rate:.1%} of {flags} recommended "
+            f"The split part's cells probed with 6 seeds: {rate:.1%} of {flags} recommended "
             "flags change between seeds 0-2 and seeds 3-5.",
             "",
         ]
@@ -214,10 +227,16 @@ def verdicts_from(
 
 
 def fit_from(measures: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    """The rule and score fitted on the rows of ``measures.csv`` that are not held out,
-    with the candidates ranked behind them (``classify.fit``)."""
+    """The rule and score fitted on the rows of ``measures.csv`` of the fitting half, with
+    the candidates ranked behind them (``classify.fit``)."""
     verdicts = verdicts_from(measures, runs)
-    return fit(verdicts[~verdicts["held_out"].astype(bool)], runs)
+    return fit(verdicts[verdicts["part"] == "fit"], runs)
+
+
+def count(measures: pd.DataFrame, part: str) -> str:
+    """``N scheme-cells (M cells)`` of one part."""
+    rows = measures[measures["part"] == part]
+    return f"{len(rows)} scheme-cells ({len(rows[CELL_KEYS].drop_duplicates())} cells)"
 
 
 def n_rules() -> int:

@@ -104,7 +104,10 @@ def sweep_page(
         rule=rule.RULE,
         rule_text=rule.RULE.as_text(),
         score_text=SCORE.as_text(),
-        held_out=f"{fmt.percent(rule.HELD_OUT['accuracy'])} of {rule.HELD_OUT['decisive']}",
+        calibrated={
+            part: f"{fmt.percent(found['accuracy'])} of {found['decisive']}"
+            for part, found in rule.CHECKED.items()
+        },
         settled=f"{2**rule.SETTLED:.2g}",
         settled_limit=f"{2**rule.SETTLED_LIMIT:.0f}",
         critical=f"{rule.CRITICAL_EXPONENT:g}",
