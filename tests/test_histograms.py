@@ -36,7 +36,7 @@ def awkward_values(dtype, bounds) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_counts_equal_a_sorted_search_over_the_edges(bounds, dtype):
     values = awkward_values(dtype, bounds)
-    runs = 6  # each run's values are counted on their own, all of them (fewer than SAMPLE)
+    runs = -(-len(values) // histograms.SAMPLE)  # each run's values counted on their own
     values = values[: len(values) // runs * runs].reshape(runs, -1)
     assert values.shape[1] <= histograms.SAMPLE
     found = histograms.counts(torch.from_numpy(values.copy()), bounds)

@@ -31,7 +31,7 @@ DECADES = (-8, 8)
 PER_DECADE = 4
 ZERO = 1e-38  # float32's smallest normal number: |x| below it counts as zero
 LINEAR_BINS = 100
-SAMPLE = 4096  # values per run and layer: a share's standard error is at most 0.8%
+SAMPLE = 1024  # values per run and layer: a share's standard error is at most 1.6%
 
 
 @functools.lru_cache(maxsize=16)
@@ -103,7 +103,7 @@ def bin_index(values: torch.Tensor, bounds: tuple[float, float] | None = None) -
     keys = _keys(values.contiguous()).flatten()
     cell = (keys >> CELL_BITS).add_(2 ** (31 - CELL_BITS))
     index = first.index_select(0, cell)
-    index += keys > inside.index_select(0, cell)
+    index += (keys > inside.index_select(0, cell)).to(index.dtype)
     return index.view(values.shape)
 
 
@@ -145,9 +145,12 @@ def counts(values: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Te
         boundaries = torch.tensor(edges(bounds), dtype=rows.dtype, device=rows.device)
         index = torch.bucketize(rows, boundaries)
     bins, n = len(edges(bounds)) + 1, len(rows)
-    offset = torch.arange(n, device=rows.device).view(n, 1) * (bins + 1)
-    found = torch.bincount((index + offset).flatten(), minlength=n * (bins + 1))
-    found = found.view(n, bins + 1)
+    # each row's bins in a range of their own; added in the index's own integer type (a
+    # mixed-type add takes torch's slow path)
+    index += torch.arange(0, n * (bins + 1), bins + 1, dtype=index.dtype, device=rows.device).view(
+        n, 1
+    )
+    found = torch.bincount(index.flatten(), minlength=n * (bins + 1)).view(n, bins + 1)
     found[:, 0] += found[:, bins]  # -inf (see tables)
     return found[:, :bins].reshape(*values.shape[:-1], bins)
 
