@@ -408,6 +408,11 @@ def _spectrum_rows(run_ids: Sequence[str], values: torch.Tensor) -> pd.DataFrame
     )
 
 
+def _strings(labels: Sequence[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``labels[codes]`` as a string column, taken in Arrow: no Python string per row."""
+    return pd.Series(list(labels), dtype="string[pyarrow]").take(codes).array
+
+
 def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.DataFrame:
     """The non-empty bins of every run, layer and quantity."""
     frames = []
@@ -418,9 +423,9 @@ def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.Da
         frames.append(
             pd.DataFrame(
                 {
-                    "run_id": np.asarray(run_ids)[run],
+                    "run_id": _strings(run_ids, run),
                     "layer": layer + 1,
-                    "quantity": quantity,
+                    "quantity": _strings([quantity], np.zeros(len(run), dtype=np.intp)),
                     "lo": lo[index],
                     "hi": hi[index],
                     "count": counts[run, layer, index],

@@ -209,24 +209,27 @@ def _sources(root: Path, table: str) -> list[Path | None]:
     return sources
 
 
-def _latest_attempts(root: Path) -> list[list[str]]:
+def _latest_attempts(root: Path) -> list[list[str] | None]:
     """For each source of ``cells`` (see :func:`_sources`), the runs whose latest attempt
-    it holds: the last file whose ``cells`` rows name a run."""
+    it holds (the last file whose ``cells`` rows name a run), or None where that is every
+    run it holds."""
     cell_sources = _sources(root, "cells")
     latest: dict[str, int] = {}
+    held = []
     for index, path in enumerate(cell_sources):
         with reading(root, path):
             run_ids = pq.read_table(path, columns=["run_id"]).column(0).to_pylist()
+        held.append(len(set(run_ids)))
         for run_id in run_ids:
             latest[run_id] = index
     keep: list[list[str]] = [[] for _ in cell_sources]
     for run_id, index in latest.items():
         keep[index].append(run_id)
-    return keep
+    return [None if ids and len(ids) == n else ids for ids, n in zip(keep, held, strict=True)]
 
 
 def _latest_rows(
-    root: Path, table: str, keep: list[list[str]], columns: list[str] | None = None
+    root: Path, table: str, keep: list[list[str] | None], columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
     """A table's current rows, file by file: each run's rows come from its latest attempt
     (``keep``, from :func:`_latest_attempts`), its ``cells`` row and the ``layers`` and
@@ -234,13 +237,14 @@ def _latest_rows(
     ``cells`` shard was never written) never show.
     """
     for index, path in enumerate(_sources(root, table)):
-        if path is None or not keep[index]:
+        if path is None or keep[index] == []:
             continue
-        wanted = pa.array(keep[index], pa.string())
+        wanted = None if keep[index] is None else pa.array(keep[index], pa.string())
         with reading(root, path):
             for batch in pq.ParquetFile(path).iter_batches(columns=columns):
                 rows = pa.Table.from_batches([batch])
-                rows = rows.filter(pc.is_in(rows["run_id"], value_set=wanted))
+                if wanted is not None:
+                    rows = rows.filter(pc.is_in(rows["run_id"], value_set=wanted))
                 if rows.num_rows:
                     yield rows
 
@@ -286,7 +290,7 @@ def read_table(
     root: str | Path,
     table: str,
     columns: list[str] | None = None,
-    keep: list[list[str]] | None = None,
+    keep: list[list[str] | None] | None = None,
 ) -> pd.DataFrame:
     """One table of a sweep: compacted rows and finished shards, latest attempt per run.
 
