@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from initbench import Grid
-from initbench.sweeps.planning import Estimate, chunk_work, pilot_size, plan_chunks
+from initbench.sweeps.planning import (
+    Estimate,
+    chunk_work,
+    nonnegative_least_squares,
+    pilot_size,
+    plan_chunks,
+)
 
 CPU = torch.device("cpu")
 GRID = Grid(
@@ -39,6 +45,16 @@ def test_the_chunks_work_adds_up_to_the_grids_flops():
     _, passes, run_layers = chunk_work(chunk, GRID)
     assert passes == chunk[0].cell.depth * (1 + GRID.train_steps)
     assert run_layers == chunk[0].cell.depth * len(chunk)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nonnegative_least_squares_equals_scipys(seed):
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 1, (8, 3))
+    b = a @ rng.normal(0, 1, 3) + rng.normal(0, 0.1, 8)  # some true weights negative
+    np.testing.assert_allclose(nonnegative_least_squares(a, b), nnls(a, b)[0], atol=1e-9)
 
 
 def test_the_estimate_is_exact_when_chunk_times_follow_its_model():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -107,12 +108,10 @@ class Estimate:
         rows = self._rows()
         if len(rows) < 4:
             return self.prior
-        from scipy.optimize import nnls
-
         work = np.array([w for _, w, _ in rows])
         scale = work.max(axis=0)
         scale[scale == 0] = 1.0
-        fitted, _ = nnls(work / scale, np.array([s for *_, s in rows]))
+        fitted = nonnegative_least_squares(work / scale, np.array([s for *_, s in rows]))
         return fitted / scale if fitted.any() else self.prior
 
     def seconds_left(self) -> float | None:
@@ -131,6 +130,22 @@ class Estimate:
             rate = spent[part] / work[part] if work.get(part) else pooled
             left += rate * sum(float(weights @ chunk) for chunk, _ in chunks.values())
         return left
+
+
+def nonnegative_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``argmin |a x - b|`` over ``x >= 0`` for a few columns: the least-squares solution on
+    each subset of the columns, the best of those that are non-negative (the optimum is
+    one of them). Exact, and without importing ``scipy.optimize`` (most of a second)."""
+    best, best_residual = np.zeros(a.shape[1]), float(np.sum(b**2))
+    for size in range(1, a.shape[1] + 1):
+        for columns in itertools.combinations(range(a.shape[1]), size):
+            x = np.linalg.lstsq(a[:, columns], b, rcond=None)[0]
+            residual = float(np.sum((a[:, columns] @ x - b) ** 2))
+            if (x >= 0).all() and residual < best_residual:
+                best = np.zeros(a.shape[1])
+                best[list(columns)] = x
+                best_residual = residual
+    return best
 
 
 def chunk_work(chunk: Sequence[Run], grid: Grid) -> tuple[float, float, float]:
