@@ -1,11 +1,14 @@
 """Which parameters of any ``nn.Module`` a scheme initializes, and which it leaves.
 
 A scheme initializes every *weight*: the ``weight`` of Linear, Conv (1-3-D, transposed
-too), Bilinear and Embedding layers, and the attention projections of
+too), Bilinear and Embedding layers, the attention projections of
 ``nn.MultiheadAttention`` (``in_proj_weight`` as three N x N projections q, k and v, as
-timm's ViT does; ``out_proj`` is a Linear). Biases of those layers are zeroed or drawn;
-normalization gains and biases keep their built values (1 and 0), and any other
-parameter (a class token, a positional embedding) is left as built.
+timm's ViT does; ``out_proj`` is a Linear), and the weights of ``nn.RNN``, ``nn.LSTM`` and
+``nn.GRU``: each gate's block of rows of ``weight_ih_l{k}`` and ``weight_hh_l{k}`` (and
+their ``_reverse``) as a weight of its own, and LSTM's projection ``weight_hr_l{k}``.
+Biases of those layers are zeroed or drawn; normalization gains and biases keep their
+built values (1 and 0), and any other parameter (a class token, a positional embedding)
+is left as built.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ NORMS = (
     nn.InstanceNorm3d,
     nn.RMSNorm,
 )
+
+
+# gates per recurrent layer, by ``nn.RNNBase.mode``: stacked along the rows of its weights
+# (LSTM: input, forget, cell, output; GRU: reset, update, new), ``hidden_size`` rows each
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,24 @@ def init_targets(model: nn.Module) -> list[Target]:
                 ]
             else:
                 targets += [Target(f"{prefix}{p}_proj_weight") for p in "qkv"]
+        elif isinstance(module, nn.RNNBase):
+            targets += _recurrent_targets(prefix, module)
+    return targets
+
+
+def _recurrent_targets(prefix: str, module: nn.RNNBase) -> list[Target]:
+    """A recurrent layer's weights in its parameters' order: every gate's block of
+    ``weight_ih_l{k}`` and ``weight_hh_l{k}`` (``hidden_size`` rows each), and the whole
+    projection ``weight_hr_l{k}``."""
+    rows, gates = module.hidden_size, GATES[module.mode]
+    targets = []
+    for name, _ in module.named_parameters(recurse=False):
+        if name.startswith(("weight_ih", "weight_hh")):
+            targets += [
+                Target(f"{prefix}{name}", slice(g * rows, (g + 1) * rows)) for g in range(gates)
+            ]
+        elif name.startswith("weight_hr"):
+            targets.append(Target(f"{prefix}{name}"))
     return targets
 
 
@@ -84,6 +110,12 @@ def biases(model: nn.Module) -> list[str]:
             names.append(f"{prefix}bias")
         elif isinstance(module, nn.MultiheadAttention) and module.in_proj_bias is not None:
             names.append(f"{prefix}in_proj_bias")
+        elif isinstance(module, nn.RNNBase):
+            names += [
+                f"{prefix}{name}"
+                for name, _ in module.named_parameters(recurse=False)
+                if name.startswith("bias_")
+            ]
     return names
 
 

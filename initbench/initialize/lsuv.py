@@ -4,7 +4,9 @@ After an orthogonal init, each weight in model order is rescaled until its outpu
 variance on a data batch. With zero biases a weight's output is linear in it, so one
 rescaling reaches the target; the loop covers non-zero biases. A stacked network is walked
 through its architecture's stages (:func:`fit_stack`); any ``nn.Module`` through forward hooks
-(:func:`fit_module`), the two functions every fitter module of this package defines.
+(:func:`fit_module`), the two functions every fitter module of this package defines. The
+gates of a recurrent layer (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) are computed inside its
+kernel, where no hook sees them: they keep their orthogonal draw.
 """
 
 from __future__ import annotations
@@ -72,9 +74,13 @@ def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
 @torch.no_grad()
 def fit_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
     """LSUV for any ``nn.Module``: each weight of :func:`~initbench.initialize.init_targets` in
-    turn, its output observed with forward hooks on the batch ``data``."""
+    turn (but a recurrent layer's), its output observed with forward hooks on the batch
+    ``data``."""
     params = dict(model.named_parameters())
+    modules = dict(model.named_modules())
     for target in init_targets(model):
+        if isinstance(modules[target.param.rpartition(".")[0]], nn.RNNBase):
+            continue
         weight = target.view(params[target.param])
         for _ in range(MAX_ITERATIONS):
             out = _target_output(model, target, data)

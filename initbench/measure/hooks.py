@@ -43,8 +43,13 @@ def watched(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def own_weights(module: nn.Module) -> list[nn.Parameter]:
     """A module's weights: its parameters named ``*weight`` (``in_proj_weight`` or
-    ``q/k/v_proj_weight`` of attention), and ``out_proj.weight`` for attention."""
-    weights = [p for name, p in module.named_parameters(recurse=False) if name.endswith("weight")]
+    ``q/k/v_proj_weight`` of attention) or ``weight_*`` (a recurrent layer's
+    ``weight_ih_l0``, ...), and ``out_proj.weight`` for attention."""
+    weights = [
+        p
+        for name, p in module.named_parameters(recurse=False)
+        if name.endswith("weight") or name.startswith("weight_")
+    ]
     if isinstance(module, nn.MultiheadAttention):
         weights.append(module.out_proj.weight)
     return weights
