@@ -20,11 +20,11 @@ from torch import nn
 
 import initbench
 from initbench.core.errors import UsageError
+from initbench.core.models import load_model
 from initbench.core.rng import run_generator
 from initbench.report import probe as probe_page
 from initbench.report import report
 from initbench.report.figures.base import read_data
-from initbench.studies.models import load_model
 from initbench.studies.probe import COLUMNS, probe_model
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
