@@ -84,7 +84,7 @@ def build_model(
     try:
         model = factory(**(model_args or {}))
     except Exception as error:
-        raise UsageError(f"{spec} raised {_describe(error)}") from error
+        raise UsageError(f"{spec} raised {describe_error(error)}") from error
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -121,7 +121,7 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise UsageError(f"cannot import {path}: {_describe(error)}") from error
+        raise UsageError(f"cannot import {path}: {describe_error(error)}") from error
     finally:
         sys.path.remove(folder)
     factory = getattr(module, name, None)
@@ -174,7 +174,7 @@ def load_input(spec: str) -> Inputs:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"cannot read {path}: {_describe(error)}") from error
+        raise UsageError(f"cannot read {path}: {describe_error(error)}") from error
     if not isinstance(value, torch.Tensor):
         raise UsageError(f"{path} holds a {type(value).__name__}, not a tensor")
     return value
@@ -209,7 +209,7 @@ def first_line(error: BaseException) -> str:
     return lines[0].strip() if lines else type(error).__name__
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """``TypeError: its first line`` (the type alone when it says nothing)."""
     line = first_line(error)
     return (

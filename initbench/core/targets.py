@@ -13,10 +13,15 @@ is left as built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from initbench.core.models import first_tensor
 
 WEIGHTED = (
     nn.Linear,
@@ -138,3 +143,38 @@ def left_as_built(model: nn.Module) -> dict[str, str]:
             else ("not the weight of a known layer: kept as built")
         )
     return left
+
+
+def observe(
+    model: nn.Module, target: Target, keep: Callable[[torch.Tensor], None]
+) -> RemovableHandle | None:
+    """Hooks ``model`` so that every forward pass calls ``keep`` with ``target``'s output:
+    its module's output (its first tensor), a q, k or v projection's (the attention's input
+    times that part of its weight, and bias), the attention's output for its ``out_proj``.
+    None for a recurrent layer's gate: it is computed inside the layer's kernel, where no
+    hook sees it.
+
+    Returns:
+        The hook's handle (``handle.remove()`` takes it off), or None.
+    """
+    modules = dict(model.named_modules())
+    owner_name, _, param = target.param.rpartition(".")
+    owner = modules[owner_name]
+    parent = modules.get(owner_name.rpartition(".")[0]) if owner_name else None
+    if isinstance(owner, nn.RNNBase):
+        return None
+    if isinstance(owner, nn.MultiheadAttention):  # q, k or v: its input times its weight
+        e = owner.embed_dim
+        which = target.rows.start // e if target.rows is not None else "qkv".index(param[0])
+        span = slice(which * e, (which + 1) * e)
+
+        def pre_hook(module, args, kwargs):
+            inputs = [*args, *(kwargs[k] for k in ("query", "key", "value") if k in kwargs)]
+            bias = None if module.in_proj_bias is None else module.in_proj_bias[span]
+            keep(F.linear(inputs[which], target.view(getattr(module, param)), bias))
+
+        return owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    if isinstance(parent, nn.MultiheadAttention) and owner is parent.out_proj:
+        # the attention calls out_proj's weight directly: its output is the attention's
+        return parent.register_forward_hook(lambda m, i, out: keep(out[0]))
+    return owner.register_forward_hook(lambda m, i, out: keep(first_tensor(out)))
