@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from initbench.core.errors import UsageError
@@ -103,8 +102,7 @@ def parse_model_id(arch_id: str) -> tuple[str, dict[str, str]] | None:
     "10"})``; None for an id without ``:`` (a registered architecture's).
 
     Raises:
-        UsageError: a malformed id, a source other than ``torchvision`` or a ``.py`` file,
-            a file that does not exist.
+        UsageError: a malformed id, a source other than ``torchvision`` or a ``.py`` file.
     """
     text = arch_id.strip()
     if ":" not in text.partition("[")[0]:
@@ -120,8 +118,6 @@ def parse_model_id(arch_id: str) -> tuple[str, dict[str, str]] | None:
             f"a model arch is torchvision:NAME or path/to/file.py:FACTORY, with its arguments "
             f"in brackets (torchvision:resnet18[num_classes=10]), got {arch_id!r}"
         )
-    if source != "torchvision" and not Path(source).is_file():
-        raise UsageError(f"no such file: {source} (in arch {arch_id!r})")
     return match["spec"], parse_params(match["params"] or "", text)
 
 

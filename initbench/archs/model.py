@@ -40,7 +40,6 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -60,6 +59,7 @@ from initbench.core.models import (
     prepare,
     watched,
 )
+from initbench.core.schemes import Scheme
 from initbench.core.targets import observe
 
 INPUT = "input"  # the parameter that gives one sample's shape; the others go to the factory
@@ -121,7 +121,9 @@ class ModelArch(Arch):
         if self.sample is not None and 0 in self.sample:
             raise UsageError(f"arch {spec!r}: input sizes must be positive, got {shape}")
         self.args = parse_model_args([f"{k}={v}" for k, v in params.items() if k != INPUT])
-        self.values = {**self.args, **({INPUT: shape_text(self.sample)} if self.sample else {})}
+        # the id: the arguments in alphabetical order, then the input
+        self.values = {k: self.args[k] for k in sorted(self.args)}
+        self.values |= {INPUT: shape_text(self.sample)} if self.sample else {}
         self.name = spec
         self.model = self._build()
         self._traces: dict[tuple[Inputs, int], Trace] = {}
@@ -359,7 +361,7 @@ class ModelStack(Stacked):
     def initialize(
         self,
         run: int,
-        scheme: Any,
+        scheme: Scheme,
         generator: torch.Generator | None,
         bias_var: float = 0.0,
         into: dict[str, torch.Tensor] | None = None,
@@ -378,14 +380,12 @@ class ModelStack(Stacked):
         return self
 
     def stages(self) -> list[Stage]:
-        return [Stage(tuple(range(len(self.targets))), self._forward)]
+        """One stage, the whole model: every weight's output is reported in one pass."""
+        return [Stage(tuple(range(len(self.targets))), self.forward)]
 
     def forward(self, x: torch.Tensor, taps: Taps | None = None) -> torch.Tensor:
         """``(R, B, *sample)`` inputs to ``(R, B, *output)`` outputs; with ``taps``, every
         layer's output and every weight's output (that a hook sees) reported to them."""
-        return self._forward(x, taps)
-
-    def _forward(self, x: torch.Tensor, taps: Taps | None) -> torch.Tensor:
         params = {name: self.param(name) for name in self.names}
         buffers = {name: self.buffer(name) for name in self.buffer_names}
         if taps is None:
@@ -419,14 +419,10 @@ class ModelStack(Stacked):
                 )
                 for r in range(self.runs)
             ]
-            out, values, seen = (
-                torch.stack([result[0] for result in results]),
-                [torch.stack([result[1][i] for result in results]) for i in range(len(layers))],
-                [
-                    torch.stack([result[2][i] for result in results])
-                    for i in range(len(results[0][2]))
-                ],
-            )
+            outs, per_run, seen_per_run = zip(*results, strict=True)
+            out = torch.stack(outs)
+            values = [torch.stack(layer) for layer in zip(*per_run, strict=True)]
+            seen = [torch.stack(target) for target in zip(*seen_per_run, strict=True)]
         if taps is not None:
             for index, output in zip(self.observed, seen, strict=True):
                 taps.weighted(index, *self.view(output))
