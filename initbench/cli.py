@@ -333,7 +333,7 @@ def probe(
     out: Annotated[Path | None, typer.Option(help="Default: results/probe-<model name>.")] = None,
 ) -> None:
     """Per-module statistics of any model: output, gradient and weight variances."""
-    from initbench.studies.models import model_name
+    from initbench.core.models import model_name
     from initbench.studies.probe import probe_folder
 
     folder = probe_folder(
@@ -394,8 +394,8 @@ def coord(
     out: Annotated[Path | None, typer.Option(help="Default: results/coord-<model name>.")] = None,
 ) -> None:
     """How every module's output scales with width, at init and after a few steps."""
+    from initbench.core.models import model_name
     from initbench.studies.coord import coord_folder, parse_widths
-    from initbench.studies.models import model_name
 
     folder = coord_folder(
         model,

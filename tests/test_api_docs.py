@@ -17,7 +17,7 @@ CLI_CALLS = [
     "initbench.studies.probe:probe_folder",
     "initbench.studies.coord:coord_folder",
     "initbench.studies.coord:parse_widths",
-    "initbench.studies.models:model_name",
+    "initbench.core.models:model_name",
     "initbench.studies.phase:phase",
     "initbench.studies.phase:phase_grid",
     "initbench.studies.phase:parse_values",

@@ -432,7 +432,7 @@ def test_a_sweep_leaves_no_empty_folder(swept):
 
 
 def test_default_folder_names_have_no_stray_punctuation():
-    from initbench.studies.models import model_name
+    from initbench.core.models import model_name
 
     assert model_name("resmlp[norm=layer]") == "resmlp-norm-layer"
     assert model_name("resmlp[norm=layer,alpha=0.5]") == "resmlp-norm-layer-alpha-0.5"

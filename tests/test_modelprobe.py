@@ -20,11 +20,11 @@ from torch import nn
 
 import initbench
 from initbench.core.errors import UsageError
+from initbench.core.models import load_model
 from initbench.core.rng import run_generator
 from initbench.report import probe as probe_page
 from initbench.report import report
 from initbench.report.figures.base import read_data
-from initbench.studies.models import load_model
 from initbench.studies.probe import COLUMNS, probe_model
 from tests.cli import assert_usage_error, run_all
 from tests.test_report import _open, browser  # noqa: F401  (browser: a fixture)
@@ -117,7 +117,8 @@ def _reference(model, x, generator):
         c[0]: [
             p
             for n, p in c[3].named_parameters()
-            if n.endswith("weight") and ("." not in n or n == "out_proj.weight")
+            if (n.endswith("weight") or n.startswith("weight_"))
+            and ("." not in n or n == "out_proj.weight")
         ]
         for c in calls
     }
@@ -220,6 +221,37 @@ def test_outputs_of_any_form_and_modules_without_gradients():
     assert linear.grad_out_var > 0 and linear.weight_grad_norm > 0
     frozen = nn.Sequential(nn.Linear(4, 4), nn.Tanh()).requires_grad_(False)
     assert probe_model(frozen, (2, 4))[["grad_out_var", "weight_grad_norm"]].isna().all().all()
+
+
+class Recurrent(nn.Module):
+    """Sequences through a Linear, a two-layer LSTM and a GRU, then a Linear readout."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.lstm = nn.LSTM(16, 32, num_layers=2, batch_first=True)
+        self.gru = nn.GRU(32, 24, batch_first=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x):
+        h, _ = self.gru(self.lstm(self.embed(x))[0])
+        return self.head(h[:, -1])
+
+
+def test_recurrent_layers_are_probed_with_every_gate_drawn():
+    model, scheme = Recurrent(), "orthogonal[gain=unit]"
+    found = probe_model(model, (4, 5, 6), scheme=scheme)
+    net, generator = copy.deepcopy(model), run_generator(0)  # weights, batch, cotangent
+    initbench.apply(net, scheme, generator=generator)
+    x = torch.randn(4, 5, 6, generator=generator)
+    _assert_matches(found, _reference(net, x, generator))
+    # every gate block is orthogonal on its own: a (rows, cols) block's squares sum to
+    # min(rows, cols). LSTM: 16 blocks of 32 x 16 or 32 x 32, a mean square of 1/32; GRU:
+    # 3 blocks of 24 x 32 and 3 of 24 x 24, (6 x 24) / (3 x 24 x 32 + 3 x 24 x 24) = 1/28
+    weights = found.set_index("module")["weight_var"]
+    assert weights["lstm"] == pytest.approx(1 / 32, rel=1e-3)
+    assert weights["gru"] == pytest.approx(1 / 28, rel=1e-3)
+    assert found.set_index("module").loc[["lstm", "gru"], "weight_grad_norm"].gt(0).all()
 
 
 def test_a_scheme_reinitializes_every_weight(resnet):

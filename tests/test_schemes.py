@@ -137,6 +137,99 @@ def test_apply_to_a_torchvision_model():
     assert std == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.05)
 
 
+RECURRENT = [
+    (nn.LSTM, 4, {"proj_size": 24}),
+    (nn.GRU, 3, {}),
+    (nn.RNN, 1, {"nonlinearity": "relu"}),
+]
+
+
+def _recurrent_fans(module):
+    """Each gate block's (fan_in, fan_out) as docs/concepts.md states the convention:
+    ``hidden_size`` rows; columns: the input (``input_size`` for layer 0, the directions'
+    outputs above), or the recurrent state (``proj_size`` if any, else ``hidden_size``);
+    LSTM's projection ``weight_hr`` maps ``hidden_size`` to ``proj_size``."""
+    hidden, out = module.hidden_size, module.proj_size or module.hidden_size
+    directions = 2 if module.bidirectional else 1
+    gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    fans = {}
+    for layer in range(module.num_layers):
+        for suffix in ("", "_reverse")[:directions]:
+            inputs = module.input_size if layer == 0 else directions * out
+            for kind, fan_in in (("ih", inputs), ("hh", out)):
+                for g in range(gates):
+                    rows = f"[{g * hidden}:{(g + 1) * hidden}]"
+                    fans[f"weight_{kind}_l{layer}{suffix}{rows}"] = (fan_in, hidden)
+            if module.proj_size:
+                fans[f"weight_hr_l{layer}{suffix}"] = (hidden, out)
+    return fans
+
+
+def _blocks(module):
+    params = dict(module.named_parameters())
+    blocks = {}
+    for name in _recurrent_fans(module):
+        param, _, rows = name.partition("[")
+        start, _, stop = rows.rstrip("]").partition(":")
+        weight = params[param]
+        blocks[name] = weight[int(start) : int(stop)] if rows else weight
+    return blocks
+
+
+@pytest.mark.parametrize(("cls", "gates", "extra"), RECURRENT, ids=["lstm", "gru", "rnn"])
+def test_apply_fills_every_gate_of_a_recurrent_layer_with_its_own_fans(cls, gates, extra):
+    module = cls(48, 64, num_layers=2, bidirectional=True, batch_first=True, **extra)
+    fans = _recurrent_fans(module)
+    generator = torch.Generator().manual_seed(0)
+    # kaiming_normal: std = gain / sqrt(fan) of the block's own fans (He et al. 2015)
+    for mode, which in (("fan_in", 0), ("fan_out", 1)):
+        applied = apply(
+            module, f"kaiming_normal[mode={mode},nonlinearity=matched]", "relu", generator=generator
+        )
+        assert applied.initialized == list(fans) and applied.left == {}
+        assert len([n for n in fans if "[" in n]) == 2 * 2 * 2 * gates
+        for name, block in _blocks(module).items():
+            expected = math.sqrt(2 / fans[name][which])
+            # the sample std of n normal draws: relative standard error 1 / sqrt(2n)
+            assert block.std().item() == pytest.approx(
+                expected, rel=5 / math.sqrt(2 * block.numel())
+            )
+    # xavier_uniform: U(+-sqrt(6 / (fan_in + fan_out))) per block (Glorot & Bengio 2010); a
+    # whole stacked matrix would count gates x hidden_size rows as its fan_out
+    apply(module, "xavier_uniform[gain=unit]", generator=generator)
+    for name, block in _blocks(module).items():
+        bound = math.sqrt(6 / sum(fans[name]))
+        assert 0.98 * bound < block.abs().max().item() <= bound
+    # orthogonal: each block is orthogonal on its own (Saxe et al. 2014)
+    apply(module, "orthogonal[gain=unit]", generator=generator)
+    for block in _blocks(module).values():
+        small = block @ block.T if block.shape[0] <= block.shape[1] else block.T @ block
+        torch.testing.assert_close(small, torch.eye(len(small)), atol=1e-5, rtol=0)
+    # both biases of every layer and direction: zeroed, or drawn from N(0, bias_var)
+    applied = apply(module, "xavier_normal[gain=unit]", bias_var=0.04, generator=generator)
+    biases = [name for name, _ in module.named_parameters() if name.startswith("bias")]
+    assert applied.biases == biases and len(biases) == 2 * 2 * 2
+    drawn = torch.cat([getattr(module, name) for name in biases])
+    assert drawn.std().item() == pytest.approx(0.2, rel=5 / math.sqrt(2 * drawn.numel()))
+    apply(module, "xavier_normal[gain=unit]", generator=generator)
+    assert all(getattr(module, name).abs().sum() == 0 for name in biases)
+
+
+def test_apply_fills_an_embedding_with_torchs_fans_of_its_table():
+    """``Embedding(num, dim).weight`` is ``(num, dim)``: torch's fan_in is dim (its columns),
+    fan_out num (its rows), as for a Linear's ``(out, in)``."""
+    embedding = nn.Embedding(500, 64)
+    generator = torch.Generator().manual_seed(0)
+    for mode, fan in (("fan_in", 64), ("fan_out", 500)):
+        apply(
+            embedding,
+            f"kaiming_normal[mode={mode},nonlinearity=matched]",
+            "relu",
+            generator=generator,
+        )
+        assert embedding.weight.std().item() == pytest.approx(math.sqrt(2 / fan), rel=0.02)
+
+
 def test_apply_rejects_what_cannot_apply():
     model = _mlp(2, 16, "relu", 16, 4)
     with pytest.raises(UsageError, match=r"dirac cannot initialize 0\.weight: .*3/4/5-D"):
@@ -155,6 +248,16 @@ def test_lsuv_gives_unit_variance_outputs():
             layer.register_forward_hook(lambda m, i, o: outs.append(o))
     model(x)
     assert [o.var().item() for o in outs] == pytest.approx([1.0] * 7, abs=1e-3)
+
+
+def test_lsuv_leaves_a_recurrent_layers_gates_orthogonal():
+    model = nn.Sequential(nn.Linear(8, 16), nn.LSTM(16, 16, batch_first=True))
+    x = torch.randn(64, 5, 8, generator=torch.Generator().manual_seed(0))
+    apply(model, "lsuv", data=x, generator=torch.Generator().manual_seed(0))
+    assert model[0](x).var(correction=0).item() == pytest.approx(1.0, abs=1e-3)
+    for weight in (model[1].weight_ih_l0, model[1].weight_hh_l0):
+        for block in weight.detach().split(16):  # no hook sees a gate: its draw is kept
+            torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
 
 
 def test_every_scheme_has_its_own_short_label():

@@ -18,6 +18,7 @@ from initbench.initialize import apply
 from initbench.sweeps.engine import compute_chunk, initialize_runs
 from initbench.sweeps.grid import Cell, Run
 from initbench.sweeps.train import batch_order, make_optimizer, train_stack
+from tests.test_model_arch import nets  # noqa: F401  (a fixture: the models' file)
 
 CPU = resolve_device("cpu")
 
@@ -39,9 +40,13 @@ def _runs(schemes, depth=3, width=16, seeds=(0, 1), act="relu", arch="mlp"):
         ("adam", "resmlp[norm=layer]"),
         ("sgd", "resnet"),
         ("adam", "transformer[head_dim=8]"),
+        ("sgd", "{nets}:mlp[input=64]"),  # models: under vmap,
+        ("sgd", "{nets}:cnn[input=1x8x8]"),  # with BatchNorm's running statistics,
+        ("adam", "{nets}:rows[input=1x8x8]"),  # one run after another (an LSTM)
     ],
 )
-def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch):
+def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch, nets):  # noqa: F811
+    arch = arch.format(nets=nets)
     grid = Grid(
         dataset="digits",
         train_steps=12,

@@ -4,16 +4,22 @@ Adding an architecture is one module in this package (its ``Arch`` and ``Stacked
 classes) and one :func:`register_arch` line below, which names it, says where its class
 lives, and documents it. Modules are imported when first used, so listing architectures
 does not load torch.
+
+Any ``nn.Module`` is an architecture too: ``torchvision:NAME`` or
+``path/to/file.py:FACTORY``, its arguments and its sample's shape in brackets
+(``torchvision:resnet18[num_classes=10,input=3x32x32]``; see
+:mod:`initbench.archs.model`).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from initbench.core.errors import UsageError
-from initbench.core.ids import parse_id
+from initbench.core.ids import parse_id, parse_params
 
 if TYPE_CHECKING:
     from initbench.archs.base import Arch, Inputs, Stacked  # noqa: F401
@@ -47,7 +53,8 @@ def register_arch(name: str, target: str, doc: str, **params: object) -> None:
 
 
 def get_arch(arch_id: str | Arch) -> Arch:
-    """An architecture from its id: ``mlp``, ``resmlp[norm=layer,alpha=0.5]``.
+    """An architecture from its id: ``mlp``, ``resmlp[norm=layer,alpha=0.5]``, or a model
+    (``torchvision:resnet18[num_classes=10]``, ``path/to/file.py:make[input=32]``).
 
     Args:
         arch_id: the id, or an architecture (returned as it is).
@@ -56,12 +63,18 @@ def get_arch(arch_id: str | Arch) -> Arch:
         The architecture.
 
     Raises:
-        UsageError: an unknown architecture or parameter.
+        UsageError: an unknown architecture or parameter; for a model, what
+            :class:`~initbench.archs.model.ModelArch` refuses (a factory that raises, ...).
     """
     from initbench.archs.base import Arch
 
     if isinstance(arch_id, Arch):
         return arch_id
+    model = parse_model_id(arch_id)
+    if model is not None:
+        from initbench.archs.model import ModelArch
+
+        return ModelArch(*model)
     name, params = parse_id(arch_id)
     if name not in ARCHS:
         raise UsageError(f"unknown arch {name!r}; choose from {', '.join(ARCHS)}")
@@ -69,11 +82,43 @@ def get_arch(arch_id: str | Arch) -> Arch:
 
 
 def check_arch_id(arch_id: str) -> str:
-    """The architecture's name, if ``arch_id`` names a registered one (without loading it)."""
+    """The architecture's name (a model's ``torchvision:NAME`` or ``FILE.py:FACTORY``), if
+    ``arch_id`` names a registered one or a model (without loading it)."""
+    model = parse_model_id(arch_id)
+    if model is not None:
+        return model[0]
     name, _ = parse_id(arch_id)
     if name not in ARCHS:
         raise UsageError(f"unknown arch {name!r}; choose from {', '.join(ARCHS)}")
     return name
+
+
+_MODEL_ID = re.compile(r"^(?P<spec>[^\[\]]+?)(?:\[(?P<params>[^\[\]]*)\])?$")
+
+
+def parse_model_id(arch_id: str) -> tuple[str, dict[str, str]] | None:
+    """A model's id as its ``MODEL`` and its raw parameters:
+    ``torchvision:resnet18[num_classes=10]`` -> ``("torchvision:resnet18", {"num_classes":
+    "10"})``; None for an id without ``:`` (a registered architecture's).
+
+    Raises:
+        UsageError: a malformed id, a source other than ``torchvision`` or a ``.py`` file.
+    """
+    text = arch_id.strip()
+    if ":" not in text.partition("[")[0]:
+        return None
+    match = _MODEL_ID.match(text)
+    source, _, name = (match["spec"] if match else "").rpartition(":")
+    if (
+        not match
+        or not name.isidentifier()
+        or not (source == "torchvision" or source.endswith(".py"))
+    ):
+        raise UsageError(
+            f"a model arch is torchvision:NAME or path/to/file.py:FACTORY, with its arguments "
+            f"in brackets (torchvision:resnet18[num_classes=10]), got {arch_id!r}"
+        )
+    return match["spec"], parse_params(match["params"] or "", text)
 
 
 def describe(entry: ArchEntry) -> dict[str, object]:

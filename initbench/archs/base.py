@@ -57,18 +57,29 @@ ROWS = Axes(run=0, batch=1, positions=(), units=2)  # (R, B, N): mlp layers, eve
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a network of a cell sees: one input sample's shape, and the number of outputs."""
+    """What a network of a cell sees: one input sample's shape, the number of outputs, and
+    the samples' dtype (a dataset's may be integer token ids)."""
 
     sample: tuple[int, ...]
     classes: int
+    dtype: str = "float32"
 
 
 class Taps:
     """Receives a stacked network's tensors while it computes. The base class ignores them."""
 
-    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+    def layer(
+        self,
+        index: int,
+        pre: torch.Tensor,
+        post: torch.Tensor | None,
+        at: torch.Tensor | None = None,
+    ) -> None:
         """Hidden layer ``index`` (1..depth): the tensor its ``pre_*`` statistics describe,
-        and its post-activation (None where the network does not compute it)."""
+        its post-activation (None where the network does not compute it), and where the
+        gradient at ``pre`` is taken: ``pre`` itself (None), or a zero tensor that was
+        added to it (where ``pre`` is a copy taken off the computation, as a model's
+        module outputs are)."""
 
     def weighted(self, target: int, out: torch.Tensor, axes: Axes) -> None:
         """The output of weight ``target`` (an index into :attr:`Stacked.targets`)."""
@@ -189,6 +200,11 @@ class Stacked(nn.Module):
         """A hidden state as ``(R, samples, features)``: one vector per run and sample."""
         return state.flatten(2)
 
+    def layer_labels(self) -> list[tuple[str, str, int]] | None:
+        """Each hidden layer's module: its name, class and call (0 for its first call in
+        the forward pass); None where the layers are the architecture's own (1..depth)."""
+        return None
+
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
@@ -266,6 +282,17 @@ class Arch:
     def positions(self, inputs: Inputs) -> int:
         """Spatial positions or tokens per sample in the hidden layers (1 for vectors)."""
         return 1
+
+    def output_sample(self, inputs: Inputs, batch: int) -> tuple[int, ...]:
+        """The shape of one sample's output (a batch of ``batch``): its class scores."""
+        return (inputs.classes,)
+
+    def sizes(
+        self, depths: Sequence[int], widths: Sequence[int], inputs: Inputs, batch: int
+    ) -> list[tuple[int, int]]:
+        """The ``(depth, width)`` of this arch's cells in a grid: every pair of the grid's
+        depths and widths (a model fixes its own: see :mod:`initbench.archs.model`)."""
+        return [(depth, width) for depth in depths for width in widths]
 
     # ---- networks -------------------------------------------------------------------------
 

@@ -4,6 +4,10 @@
 generated offline by the ``mnist1d`` package (1-D signals: mlp, resmlp and transformer). ``mnist``,
 ``fashion_mnist`` and ``cifar10`` load through torchvision from ``data_dir`` and download
 only when asked. Inputs are standardised with training-set statistics, per channel.
+
+A dataset can also be a factory in a file, ``path/to/file.py:FACTORY``: called without
+arguments, it returns ``(x_train, y_train, x_test, y_test)``, tensors taken as they are
+(not standardised: integer token ids stay integers), labels the integers 0..classes-1.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class DatasetInfo:
     sample: tuple[int, ...]  # one sample: (C, H, W) images, (C, L) 1-D signals
     classes: int
     source: str
+    dtype: str = "float32"  # of the samples (a factory's may be integer token ids)
 
     @property
     def features(self) -> int:
@@ -52,10 +57,21 @@ _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "C
 
 
 def check_dataset_name(name: str) -> DatasetInfo:
-    """The dataset's description, or a UsageError listing the known names."""
+    """The dataset's description (a factory's: it is called), or a UsageError listing the
+    known names."""
+    if is_factory(name):
+        return _from_factory(name).info
     if name not in DATASETS:
-        raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise UsageError(
+            f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, or give "
+            "path/to/file.py:FACTORY"
+        )
     return DATASETS[name]
+
+
+def is_factory(name: str) -> bool:
+    """Whether ``name`` is ``path/to/file.py:FACTORY`` rather than a built-in dataset."""
+    return ".py:" in name
 
 
 @dataclass(frozen=True)
@@ -138,11 +154,51 @@ def _torchvision(name: str, data_dir: Path, download: bool) -> Dataset:
 
 
 @functools.lru_cache(maxsize=4)
+def _from_factory(spec: str) -> Dataset:
+    """The dataset a file's factory returns.
+
+    Raises:
+        UsageError: a missing file or factory, a factory that raises, or returns anything
+            but four tensors (samples of one shape, integer labels of their length).
+    """
+    import torch
+
+    from initbench.core.models import describe_error, load_factory
+
+    path, _, name = spec.rpartition(":")
+    factory = load_factory(Path(path), name)
+    try:
+        value = factory()
+    except Exception as error:
+        raise UsageError(f"{spec} raised {describe_error(error)}") from error
+    expected = "(x_train, y_train, x_test, y_test) tensors"
+    if not (isinstance(value, tuple | list) and len(value) == 4):
+        raise UsageError(f"{spec} must return {expected}, got a {type(value).__name__}")
+    if not all(isinstance(t, torch.Tensor) for t in value):
+        raise UsageError(f"{spec} must return {expected}")
+    x_train, y_train, x_test, y_test = value
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.dim() < 2 or y.dim() != 1 or len(x) != len(y) or not len(x):
+            raise UsageError(
+                f"{spec}: x_{split} must be (n, *sample) and y_{split} (n,) labels, got "
+                f"{list(x.shape)} and {list(y.shape)}"
+            )
+        if y.is_floating_point() or y.min() < 0:
+            raise UsageError(f"{spec}: y_{split} must hold integer labels 0, 1, ...")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise UsageError(f"{spec}: train and test samples differ in shape")
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    dtype = str(x_train.dtype).removeprefix("torch.")
+    info = DatasetInfo(spec, tuple(x_train.shape[1:]), classes, "a factory in a file", dtype)
+    return Dataset(info, x_train, y_train.long(), x_test, y_test.long())
+
+
+@functools.lru_cache(maxsize=4)
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
     """Loads (and caches) a dataset by name.
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS`, or ``path/to/file.py:FACTORY``.
         data_dir: where torchvision datasets live (default ``~/.cache/initbench/data``).
         download: let torchvision download a missing dataset.
 
@@ -150,6 +206,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         UsageError: unknown name, or a torchvision dataset missing and no download asked.
     """
     check_dataset_name(name)
+    if is_factory(name):
+        return _from_factory(name)
     if name == "digits":
         return _digits()
     if name == "mnist1d":

@@ -30,13 +30,19 @@ def parse_id(text: str) -> tuple[str, dict[str, str]]:
     match = _ID.match(text.strip())
     if not match:
         raise UsageError(f"malformed id {text!r}: expected name or name[key=value,...]")
+    return match["name"], parse_params(match["params"] or "", text)
+
+
+def parse_params(inner: str, text: str) -> dict[str, str]:
+    """``k=v,...`` (what an id holds between its brackets) as a dict of raw string values;
+    ``text`` is the whole id, for the error."""
     params: dict[str, str] = {}
-    for part in filter(None, (match["params"] or "").split(",")):
+    for part in filter(None, inner.split(",")):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise UsageError(f"malformed parameter {part!r} in {text!r}: expected key=value")
         params[key.strip()] = value.strip()
-    return match["name"], params
+    return params
 
 
 def parse_number(text: str, what: str) -> float:

@@ -1,19 +1,27 @@
 """Which parameters of any ``nn.Module`` a scheme initializes, and which it leaves.
 
 A scheme initializes every *weight*: the ``weight`` of Linear, Conv (1-3-D, transposed
-too), Bilinear and Embedding layers, and the attention projections of
+too), Bilinear and Embedding layers, the attention projections of
 ``nn.MultiheadAttention`` (``in_proj_weight`` as three N x N projections q, k and v, as
-timm's ViT does; ``out_proj`` is a Linear). Biases of those layers are zeroed or drawn;
-normalization gains and biases keep their built values (1 and 0), and any other
-parameter (a class token, a positional embedding) is left as built.
+timm's ViT does; ``out_proj`` is a Linear), and the weights of ``nn.RNN``, ``nn.LSTM`` and
+``nn.GRU``: each gate's block of rows of ``weight_ih_l{k}`` and ``weight_hh_l{k}`` (and
+their ``_reverse``) as a weight of its own, and LSTM's projection ``weight_hr_l{k}``.
+Biases of those layers are zeroed or drawn; normalization gains and biases keep their
+built values (1 and 0), and any other parameter (a class token, a positional embedding)
+is left as built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from initbench.core.models import first_tensor
 
 WEIGHTED = (
     nn.Linear,
@@ -37,6 +45,11 @@ NORMS = (
     nn.InstanceNorm3d,
     nn.RMSNorm,
 )
+
+
+# gates per recurrent layer, by ``nn.RNNBase.mode``: stacked along the rows of its weights
+# (LSTM: input, forget, cell, output; GRU: reset, update, new), ``hidden_size`` rows each
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,24 @@ def init_targets(model: nn.Module) -> list[Target]:
                 ]
             else:
                 targets += [Target(f"{prefix}{p}_proj_weight") for p in "qkv"]
+        elif isinstance(module, nn.RNNBase):
+            targets += _recurrent_targets(prefix, module)
+    return targets
+
+
+def _recurrent_targets(prefix: str, module: nn.RNNBase) -> list[Target]:
+    """A recurrent layer's weights in its parameters' order: every gate's block of
+    ``weight_ih_l{k}`` and ``weight_hh_l{k}`` (``hidden_size`` rows each), and the whole
+    projection ``weight_hr_l{k}``."""
+    rows, gates = module.hidden_size, GATES[module.mode]
+    targets = []
+    for name, _ in module.named_parameters(recurse=False):
+        if name.startswith(("weight_ih", "weight_hh")):
+            targets += [
+                Target(f"{prefix}{name}", slice(g * rows, (g + 1) * rows)) for g in range(gates)
+            ]
+        elif name.startswith("weight_hr"):
+            targets.append(Target(f"{prefix}{name}"))
     return targets
 
 
@@ -84,6 +115,12 @@ def biases(model: nn.Module) -> list[str]:
             names.append(f"{prefix}bias")
         elif isinstance(module, nn.MultiheadAttention) and module.in_proj_bias is not None:
             names.append(f"{prefix}in_proj_bias")
+        elif isinstance(module, nn.RNNBase):
+            names += [
+                f"{prefix}{name}"
+                for name, _ in module.named_parameters(recurse=False)
+                if name.startswith("bias_")
+            ]
     return names
 
 
@@ -106,3 +143,38 @@ def left_as_built(model: nn.Module) -> dict[str, str]:
             else ("not the weight of a known layer: kept as built")
         )
     return left
+
+
+def observe(
+    model: nn.Module, target: Target, keep: Callable[[torch.Tensor], None]
+) -> RemovableHandle | None:
+    """Hooks ``model`` so that every forward pass calls ``keep`` with ``target``'s output:
+    its module's output (its first tensor), a q, k or v projection's (the attention's input
+    times that part of its weight, and bias), the attention's output for its ``out_proj``.
+    None for a recurrent layer's gate: it is computed inside the layer's kernel, where no
+    hook sees it.
+
+    Returns:
+        The hook's handle (``handle.remove()`` takes it off), or None.
+    """
+    modules = dict(model.named_modules())
+    owner_name, _, param = target.param.rpartition(".")
+    owner = modules[owner_name]
+    parent = modules.get(owner_name.rpartition(".")[0]) if owner_name else None
+    if isinstance(owner, nn.RNNBase):
+        return None
+    if isinstance(owner, nn.MultiheadAttention):  # q, k or v: its input times its weight
+        e = owner.embed_dim
+        which = target.rows.start // e if target.rows is not None else "qkv".index(param[0])
+        span = slice(which * e, (which + 1) * e)
+
+        def pre_hook(module, args, kwargs):
+            inputs = [*args, *(kwargs[k] for k in ("query", "key", "value") if k in kwargs)]
+            bias = None if module.in_proj_bias is None else module.in_proj_bias[span]
+            keep(F.linear(inputs[which], target.view(getattr(module, param)), bias))
+
+        return owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    if isinstance(parent, nn.MultiheadAttention) and owner is parent.out_proj:
+        # the attention calls out_proj's weight directly: its output is the attention's
+        return parent.register_forward_hook(lambda m, i, out: keep(out[0]))
+    return owner.register_forward_hook(lambda m, i, out: keep(first_tensor(out)))

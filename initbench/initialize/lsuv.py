@@ -4,7 +4,9 @@ After an orthogonal init, each weight in model order is rescaled until its outpu
 variance on a data batch. With zero biases a weight's output is linear in it, so one
 rescaling reaches the target; the loop covers non-zero biases. A stacked network is walked
 through its architecture's stages (:func:`fit_stack`); any ``nn.Module`` through forward hooks
-(:func:`fit_module`), the two functions every fitter module of this package defines.
+(:func:`fit_module`), the two functions every fitter module of this package defines. The
+gates of a recurrent layer (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) are computed inside its
+kernel, where no hook sees them: they keep their orthogonal draw.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from initbench.core.targets import Target, init_targets
+from initbench.core.targets import Target, init_targets, observe
 
 if TYPE_CHECKING:
     from initbench.archs.base import Axes, Stacked
@@ -36,7 +37,13 @@ class _Capture:
         self.target = target
         self.variance: torch.Tensor | None = None
 
-    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+    def layer(
+        self,
+        index: int,
+        pre: torch.Tensor,
+        post: torch.Tensor | None,
+        at: torch.Tensor | None = None,
+    ) -> None:
         pass
 
     def weighted(self, target: int, out: torch.Tensor, axes: Axes) -> None:
@@ -61,6 +68,8 @@ def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
                 capture = _Capture(index)
                 with contextlib.suppress(_Captured):
                     stage.run(state, capture)
+                if capture.variance is None:  # a recurrent layer's gate: no hook sees it
+                    break
                 scale = _scale(capture.variance[runs]).tolist()
                 if max(abs(s - 1.0) for s in scale) < TOLERANCE:
                     break
@@ -72,12 +81,15 @@ def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
 @torch.no_grad()
 def fit_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
     """LSUV for any ``nn.Module``: each weight of :func:`~initbench.initialize.init_targets` in
-    turn, its output observed with forward hooks on the batch ``data``."""
+    turn (but a recurrent layer's), its output observed with forward hooks on the batch
+    ``data``."""
     params = dict(model.named_parameters())
     for target in init_targets(model):
         weight = target.view(params[target.param])
         for _ in range(MAX_ITERATIONS):
             out = _target_output(model, target, data)
+            if out is None:  # a recurrent layer's gate: no hook sees it
+                break
             scale = float(_scale(out.var(correction=0)))
             if abs(scale - 1.0) < TOLERANCE:
                 break
@@ -85,34 +97,18 @@ def fit_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
     return model
 
 
-def _target_output(model: nn.Module, target: Target, data: torch.Tensor) -> torch.Tensor:
-    """The output of one weight on ``data``, from a forward pass stopped right after it."""
-    modules = dict(model.named_modules())
-    owner_name, _, param = target.param.rpartition(".")
-    owner = modules[owner_name]
-    parent = modules.get(owner_name.rpartition(".")[0]) if owner_name else None
+def _target_output(model: nn.Module, target: Target, data: torch.Tensor) -> torch.Tensor | None:
+    """The output of one weight on ``data``, from a forward pass stopped right after it
+    (None where no hook sees it: see :func:`~initbench.core.targets.observe`)."""
     captured: list[torch.Tensor] = []
 
     def keep(out: torch.Tensor) -> None:
         captured.append(out)
         raise _Captured
 
-    if isinstance(owner, nn.MultiheadAttention):  # q, k or v: its input times its weight
-        e = owner.embed_dim
-        which = target.rows.start // e if target.rows is not None else "qkv".index(param[0])
-        span = slice(which * e, (which + 1) * e)
-
-        def pre_hook(module, args, kwargs):
-            inputs = [*args, *(kwargs[k] for k in ("query", "key", "value") if k in kwargs)]
-            bias = None if module.in_proj_bias is None else module.in_proj_bias[span]
-            keep(F.linear(inputs[which], target.view(getattr(module, param)), bias))
-
-        handle = owner.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    elif isinstance(parent, nn.MultiheadAttention) and owner is parent.out_proj:
-        # the attention calls out_proj's weight directly: its output is the attention's
-        handle = parent.register_forward_hook(lambda m, i, out: keep(out[0]))
-    else:
-        handle = owner.register_forward_hook(lambda m, i, out: keep(_first_tensor(out)))
+    handle = observe(model, target, keep)
+    if handle is None:
+        return None
     try:
         model(data)
     except _Captured:
@@ -120,7 +116,3 @@ def _target_output(model: nn.Module, target: Target, data: torch.Tensor) -> torc
     finally:
         handle.remove()
     return captured[0]
-
-
-def _first_tensor(out: object) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else next(iter(out))  # type: ignore[call-overload]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import pandas as pd
 import torch
 from torch import nn
+
+from initbench.core.models import first_tensor, own_weights, watched
 
 # statistics of a module call's output (detached, as float32)
 OUTPUT_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -25,49 +27,9 @@ WEIGHT_COLUMNS = ["weight_var", "weight_grad_norm"]  # the module's own weights
 ROW_COLUMNS = ["step", "module", "kind", "call", "order"]
 
 
-def watched(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules a :class:`Recorder` records: leaves (modules without children), and
-    ``nn.MultiheadAttention`` whole (its children skipped), in ``named_modules`` order."""
-    chosen: list[tuple[str, nn.Module]] = []
-    attention: list[str] = []
-    for name, module in model.named_modules():
-        if any(parent == "" or name.startswith(f"{parent}.") for parent in attention):
-            continue
-        if isinstance(module, nn.MultiheadAttention):
-            attention.append(name)
-            chosen.append((name, module))
-        elif next(module.children(), None) is None:
-            chosen.append((name, module))
-    return chosen
-
-
-def own_weights(module: nn.Module) -> list[nn.Parameter]:
-    """A module's weights: its parameters named ``*weight`` (``in_proj_weight`` or
-    ``q/k/v_proj_weight`` of attention), and ``out_proj.weight`` for attention."""
-    weights = [p for name, p in module.named_parameters(recurse=False) if name.endswith("weight")]
-    if isinstance(module, nn.MultiheadAttention):
-        weights.append(module.out_proj.weight)
-    return weights
-
-
-def first_tensor(output: object) -> torch.Tensor | None:
-    """The first tensor of an output: itself, or the first one found depth first in a
-    tuple (named tuples too), a list or a dict's values; None if it holds none."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        output = list(output.values())
-    if isinstance(output, list | tuple):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
 class Recorder:
-    """Forward hooks on the :func:`watched` modules of ``net``; values stay on the device
-    until :meth:`frame` copies them off at once.
+    """Forward hooks on the :func:`~initbench.core.models.watched` modules of ``net``;
+    values stay on the device until :meth:`frame` copies them off at once.
 
     Args:
         net: the model; hooks are added now and removed by :meth:`remove` (or on leaving a

@@ -19,7 +19,8 @@ class ProbeResult:
     """Per-layer statistics of R runs."""
 
     stats: dict[str, np.ndarray]  # name -> (R, depth)
-    finite: np.ndarray  # (R,) no NaN or inf in the statistics or the output
+    finite: np.ndarray  # (R,) no NaN or inf in the statistics (but the weight-gradient
+    # norm of a layer without weights) or the output
     input_second_moment: np.ndarray  # (R,) E[x^2] of each run's probe batch
     input_corr: np.ndarray  # (R,) mean cosine similarity of the input pairs
     hists: dict[str, np.ndarray] | None  # quantity -> counts (R, depth, bins)
@@ -29,10 +30,18 @@ class _Record(Taps):
     def __init__(self) -> None:
         self.pre: list[torch.Tensor] = []
         self.post: list[torch.Tensor | None] = []
+        self.at: list[torch.Tensor] = []  # where each layer's gradient is taken
 
-    def layer(self, index: int, pre: torch.Tensor, post: torch.Tensor | None) -> None:
+    def layer(
+        self,
+        index: int,
+        pre: torch.Tensor,
+        post: torch.Tensor | None,
+        at: torch.Tensor | None = None,
+    ) -> None:
         self.pre.append(pre)
         self.post.append(post)
+        self.at.append(pre if at is None else at)
 
 
 def probe(
@@ -49,7 +58,10 @@ def probe(
         out = net(x, record)
         names = [net.layer_params(layer) for layer in range(1, depth + 1)]
         weights = [net.param(n) for layer in names for n in layer]
-        grads = torch.autograd.grad(out, record.pre + weights, grad_outputs=cotangent)
+        # a layer or weight the output does not depend on gets a zero gradient
+        grads = torch.autograd.grad(
+            out, record.at + weights, cotangent, allow_unused=True, materialize_grads=True
+        )
     grad_h, grad_w = grads[:depth], iter(grads[depth:])
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in STATISTICS}
     samples: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
@@ -75,8 +87,12 @@ def probe(
                 samples[quantity].append(histograms.sample(view, axes, net.runs))
     stacked = torch.stack([torch.stack(rows[name], dim=1) for name in STATISTICS])
     checked = [i for i, s in enumerate(STATISTICS.values()) if s.divergence]
-    finite = torch.isfinite(stacked[checked]).all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
-    flat_x = x.detach().flatten(2)  # (R, B, features)
+    finite = torch.isfinite(stacked)  # (statistics, R, depth)
+    # a layer without weights (a model's parameter-free module) has no weight-gradient norm
+    weightless = torch.tensor([not layer for layer in names], device=finite.device)
+    finite[list(STATISTICS).index("grad_w_norm")] |= weightless
+    finite = finite[checked].all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
+    flat_x = x.detach().flatten(2).float()  # (R, B, features); token ids as numbers
     second_moment = flat_x.pow(2).mean((1, 2))
     pairs = flat_x.shape[1] // 2
     a, b = flat_x[:, 0 : 2 * pairs : 2], flat_x[:, 1 : 2 * pairs : 2]

@@ -112,11 +112,14 @@ def saturated_fraction(layer: Layer) -> torch.Tensor:
 
 
 def weight_gradient_norm(layer: Layer) -> torch.Tensor:
-    """The Frobenius norm of the layer's weight gradients (all of its weights together).
+    """The Frobenius norm of the layer's weight gradients (all of its weights together;
+    NaN for a layer without weights: a model's parameter-free module).
 
     An mlp's gradients are transposed views: they are reduced in place, not copied."""
     import torch
 
+    if not layer.grad_w:
+        return layer.nan()
     squares = [
         torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim()))).square() for g in layer.grad_w
     ]

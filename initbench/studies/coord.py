@@ -3,7 +3,7 @@
 
 :func:`coord_check` builds a model at several widths and seeds, trains each copy for a few
 optimizer steps on one fixed batch, and records the size of every watched module's output
-(:func:`initbench.measure.hooks.watched`) at initialization and after each step. A
+(:func:`initbench.core.models.watched`) at initialization and after each step. A
 least-squares line through ``log(statistic)`` against ``log(width)`` gives each module's
 exponent: near 0 where its coordinates keep their size as the model widens (what a
 width-robust parametrization such as muP asks for), 1/2 or 1 where they grow like
@@ -35,18 +35,19 @@ from initbench.core.errors import UsageError
 from initbench.core.folders import claim, now, write_results
 from initbench.core.ids import shape_text
 from initbench.core.intervals import slope_interval
-from initbench.core.rng import Stream, run_generator
-from initbench.core.schemes import get_scheme
-from initbench.initialize import apply
-from initbench.measure.hooks import Recorder, first_tensor
-from initbench.studies.models import (
+from initbench.core.models import (
     build_model,
     first_line,
+    first_tensor,
     fit_batch,
     load_factory,
     parse_model_args,
     prepare,
 )
+from initbench.core.rng import Stream, run_generator
+from initbench.core.schemes import get_scheme
+from initbench.initialize import apply
+from initbench.measure.hooks import Recorder
 
 COLUMNS = ["width", "seed", "step", "module", "kind", "call", "order", "out_var", "out_abs_mean"]
 SLOPE_COLUMNS = [
@@ -104,7 +105,7 @@ def coord_check(
     against width.
 
     For each width and seed the model is built after ``torch.manual_seed(seed)`` (so "as
-    built" differs by seed), prepared as :func:`initbench.studies.models.prepare` does (no
+    built" differs by seed), prepared as :func:`initbench.core.models.prepare` does (no
     in-place ops, dropout in eval mode), re-initialized with ``scheme`` from
     ``run_generator(seed)`` when given, and shown one fixed standard-normal batch (with
     random class labels) from ``run_generator(seed, Stream.TRAINING)``. The loss is the

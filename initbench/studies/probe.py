@@ -24,19 +24,20 @@ from initbench.core.device import device_info, resolve_device, use_full_float32
 from initbench.core.errors import UsageError
 from initbench.core.folders import claim, now, write_results
 from initbench.core.ids import shape_text
-from initbench.core.rng import run_generator
-from initbench.core.schemes import get_scheme
-from initbench.initialize import apply
-from initbench.measure.hooks import GRADIENT_COLUMN, WEIGHT_COLUMNS, Recorder, first_tensor
-from initbench.studies.models import (
+from initbench.core.models import (
     Inputs,
     first_line,
+    first_tensor,
     fit_batch,
     load_input,
     load_model,
     parse_model_args,
     prepare,
 )
+from initbench.core.rng import run_generator
+from initbench.core.schemes import get_scheme
+from initbench.initialize import apply
+from initbench.measure.hooks import GRADIENT_COLUMN, WEIGHT_COLUMNS, Recorder
 
 OUTPUTS = ["out_mean", "out_var", "out_abs_max"]  # of each call's output
 COLUMNS = ["seed", "module", "kind", "call", "order", *OUTPUTS, GRADIENT_COLUMN, *WEIGHT_COLUMNS]

@@ -120,6 +120,7 @@ def initialize_runs(
     device = net.device
     draw_on = torch.device("cpu") if rng == "host" else device
     batch = grid.batch_size
+    out_sample = runs[0].cell.arch.output_sample(inputs, batch)
     host = None
     if draw_on != device:  # draw on the CPU, then copy: the same numbers everywhere
         host = {name: torch.empty(net.param(name).shape) for name in net.names}
@@ -139,7 +140,7 @@ def initialize_runs(
         if dataset is None:
             x = torch.randn(batch, *inputs.sample, generator=data, device=draw_on)
             xs[r] = correlate_pairs(x, grid.input_corr)
-        cotangents[r] = torch.randn(batch, inputs.classes, generator=data, device=draw_on)
+        cotangents[r] = torch.randn(batch, *out_sample, generator=data, device=draw_on)
 
     threads = torch.get_num_threads()
     shared = any(run.cell.scheme.global_rng for run in runs)  # sparse_ uses torch's own RNG
@@ -246,7 +247,7 @@ def _compute(
         curves = _train(net, runs, dataset, grid, progress, share, columns, result.finite)
     return Records(
         cell_rows(runs, str(device), **columns),
-        _layer_rows(ids, cell0.depth, result.stats, predicted),
+        _layer_rows(ids, cell0.depth, result.stats, predicted, net.layer_labels()),
         curves,
         _hist_rows(ids, result, cell0)
         if result.hists is not None
@@ -307,13 +308,22 @@ def _probe_columns(
 
 
 def _layer_rows(
-    ids: Sequence[str], depth: int, stats: dict[str, np.ndarray], predicted: list[Prediction]
+    ids: Sequence[str],
+    depth: int,
+    stats: dict[str, np.ndarray],
+    predicted: list[Prediction],
+    labels: list[tuple[str, str, int]] | None,
 ) -> pd.DataFrame:
-    """The ``layers`` rows: every statistic of every run and layer, and its prediction."""
+    """The ``layers`` rows: every statistic of every run and layer, and its prediction;
+    a model's layers are named by their module, its class and the call (``labels``)."""
+    module, kind, call = zip(*labels, strict=True) if labels else ([None] * depth,) * 3
     return pd.DataFrame(
         {
             "run_id": np.repeat(ids, depth),
             "layer": np.tile(np.arange(1, depth + 1), len(ids)),
+            "module": pd.array(np.tile(np.asarray(module, dtype=object), len(ids)), "string"),
+            "kind": pd.array(np.tile(np.asarray(kind, dtype=object), len(ids)), "string"),
+            "call": pd.array(np.tile(np.asarray(call, dtype=object), len(ids)), "Int64"),
             **{name: stats[name].reshape(-1) for name in STATISTICS},
             **{
                 name: np.concatenate([p[0].get(name, [math.nan] * depth) for p in predicted])
@@ -340,12 +350,13 @@ def _train(
     rates = grid.learning_rates
     step_share = len(runs) * (1 - share) / (grid.train_steps * len(rates))
     on_step = (lambda: progress.update(step_share)) if progress is not None else None
-    initial = [p.detach().clone() for p in net.parameters()]
+    state = [*net.parameters(), *net.buffers()]  # a model's BatchNorm statistics too
+    initial = [t.detach().clone() for t in state]
     results = []
     for lr in rates:
-        with torch.no_grad():  # every learning rate starts from the same initial weights
-            for p, p0 in zip(net.parameters(), initial, strict=True):
-                p.copy_(p0)
+        with torch.no_grad():  # every learning rate starts from the same initial state
+            for t, t0 in zip(state, initial, strict=True):
+                t.copy_(t0)
         results.append(train_stack(net, runs, dataset, grid, lr, on_step=on_step))
     trained, best = best_of(results)
     columns["train_lr"] = np.asarray(rates)[best]

@@ -11,10 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
-from initbench.archs import check_arch_id, get_arch
+from initbench.archs import check_arch_id, get_arch, parse_model_id
 from initbench.core.activations import Activation, get_activation
 from initbench.core.errors import UsageError
-from initbench.core.ids import format_value
+from initbench.core.ids import format_value, shape_text
 from initbench.core.schemes import Scheme, expand_schemes
 
 if TYPE_CHECKING:
@@ -80,9 +80,12 @@ class Grid:
     Attributes:
         schemes: scheme patterns (fnmatch on family names, ``xavier*``) or explicit ids.
         activations: activation ids.
-        archs: architecture ids (``mlp``, ``cnn``, ``resmlp[norm=layer]``, ...).
-        depths: numbers of hidden layers (blocks, for residual and transformer archs).
-        widths: hidden units (channels for convolutional archs).
+        archs: architecture ids (``mlp``, ``cnn``, ``resmlp[norm=layer]``, ...), or models
+            (``torchvision:resnet18[num_classes=10]``, ``path/to/file.py:make[input=32]``:
+            see :mod:`initbench.archs.model`).
+        depths: numbers of hidden layers (blocks, for residual and transformer archs); a
+            model has its own.
+        widths: hidden units (channels for convolutional archs); a model has its own.
         gains: gain settings for gain-taking schemes: ``unit``, ``matched`` or numbers.
         bias_vars: bias variances ``sigma_b^2`` (biases drawn from N(0, sigma_b^2); 0: zero).
         seeds: how many seeds (0..seeds-1) per cell.
@@ -225,7 +228,13 @@ class Grid:
         for width in self.widths:
             arch.check_width(width)
         if self.dataset is not None:
-            self.inputs(arch, max(self.widths))  # refuses a layout the dataset cannot give
+            inputs = self.inputs(arch, max(self.widths))  # refuses a layout it cannot give
+            out = arch.output_sample(inputs, self.batch_size)
+            if self.train_steps and out != (inputs.classes,):
+                raise UsageError(
+                    f"arch {arch.id} outputs {shape_text(out)} values per sample; training "
+                    f"on {self.dataset} needs {inputs.classes} class scores"
+                )
         if self.jacobian:
             if not arch.supports_jacobian:
                 raise UsageError(
@@ -251,8 +260,12 @@ class Grid:
         return tuple(
             Cell(scheme, act, arch, depth, width, bias_var)
             for arch in archs
-            for depth in dict.fromkeys(self.depths)
-            for width in dict.fromkeys(self.widths)
+            for depth, width in arch.sizes(
+                list(dict.fromkeys(self.depths)),
+                list(dict.fromkeys(self.widths)),
+                self.inputs(arch, max(self.widths)),
+                self.batch_size,
+            )
             for bias_var in dict.fromkeys(self.bias_vars)
             for act in activations
             for scheme in schemes
@@ -274,12 +287,15 @@ class Grid:
     def run_count(self) -> int:
         """The number of runs, without building the cells (or loading torch)."""
         self._check()
+        # a model fixes its own depth and width: one size; a registered arch crosses them
+        sizes = sum(
+            1 if parse_model_id(a) else len(set(self.depths)) * len(set(self.widths))
+            for a in {check_arch_id(a) and a for a in self.archs}
+        )
         counts = [
             len(expand_schemes(self.schemes, self.gains)),
             len({get_activation(a).id for a in self.activations}),
-            len({check_arch_id(a) and a for a in self.archs}),
-            len(set(self.depths)),
-            len(set(self.widths)),
+            sizes,
             len(set(self.bias_vars)),
             self.seeds,
         ]
@@ -295,7 +311,7 @@ class Grid:
         from initbench.core.data import check_dataset_name
 
         info = check_dataset_name(self.dataset)
-        return Inputs(arch.data_shape(info.sample), info.classes)
+        return Inputs(arch.data_shape(info.sample), info.classes, info.dtype)
 
     def cell_inputs(self, cell: Cell) -> Inputs:
         return self.inputs(cell.arch, cell.width)

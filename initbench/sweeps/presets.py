@@ -10,6 +10,7 @@ import dataclasses
 import shlex
 from dataclasses import dataclass
 
+from initbench.archs import parse_model_id
 from initbench.core.errors import UsageError
 from initbench.sweeps.grid import Grid, option
 
@@ -93,7 +94,9 @@ def cell_command(grid: dict, cell: dict) -> str:
         cell: the cell's keys (``activation``, ``arch``, ``depth``, ``width``, ``bias_var``).
     """
     swept = Grid.from_dict(grid)
-    narrowed = {field: [cell[key]] for key, field in CELL_FIELDS.items()}
+    # a model has its own depth and width: the grid's are left as they were
+    own = ("depth", "width") if parse_model_id(str(cell["arch"])) else ()
+    narrowed = {field: [cell[key]] for key, field in CELL_FIELDS.items() if key not in own}
     named = _preset_options(swept)
     if named is None:
         options = Grid.from_dict(narrowed, swept).options()

@@ -15,7 +15,7 @@ import pandas as pd
 
 from initbench.measure.statistics import STATISTICS, THEORY_COLUMNS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CELL_COLUMNS = {
     "run_id": "string",
@@ -57,7 +57,7 @@ CELL_COLUMNS = {
     "seconds_per_step": "float64",
     "device": "string",
 }
-LAYER_COLUMNS = ["run_id", "layer", *STATISTICS, *THEORY_COLUMNS]
+LAYER_COLUMNS = ["run_id", "layer", "module", "kind", "call", *STATISTICS, *THEORY_COLUMNS]
 CURVE_COLUMNS = ["run_id", "step", "train_loss", "train_acc", "test_loss", "test_acc"]
 HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]
 SPECTRUM_COLUMNS = ["run_id", "lo", "hi", "count"]

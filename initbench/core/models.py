@@ -1,6 +1,6 @@
 """The user's model: loading it from the command line's ``MODEL`` (torchvision or a
-Python file's factory) with its arguments, its ``--input``, and preparing a copy to be
-measured."""
+Python file's factory) with its arguments, its ``--input``, preparing a copy to be
+measured, and which of its modules are watched (their outputs and weights)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def build_model(
     try:
         model = factory(**(model_args or {}))
     except Exception as error:
-        raise UsageError(f"{spec} raised {_describe(error)}") from error
+        raise UsageError(f"{spec} raised {describe_error(error)}") from error
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -121,7 +121,7 @@ def load_factory(path: Path, name: str) -> Callable[..., object]:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise UsageError(f"cannot import {path}: {_describe(error)}") from error
+        raise UsageError(f"cannot import {path}: {describe_error(error)}") from error
     finally:
         sys.path.remove(folder)
     factory = getattr(module, name, None)
@@ -174,7 +174,7 @@ def load_input(spec: str) -> Inputs:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"cannot read {path}: {_describe(error)}") from error
+        raise UsageError(f"cannot read {path}: {describe_error(error)}") from error
     if not isinstance(value, torch.Tensor):
         raise UsageError(f"{path} holds a {type(value).__name__}, not a tensor")
     return value
@@ -209,9 +209,56 @@ def first_line(error: BaseException) -> str:
     return lines[0].strip() if lines else type(error).__name__
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """``TypeError: its first line`` (the type alone when it says nothing)."""
     line = first_line(error)
     return (
         type(error).__name__ if line == type(error).__name__ else f"{type(error).__name__}: {line}"
     )
+
+
+def watched(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose calls are recorded (by :class:`~initbench.measure.hooks.Recorder`,
+    and as the layers of a model swept as an architecture): leaves (modules without
+    children), and ``nn.MultiheadAttention`` whole (its children skipped), in
+    ``named_modules`` order."""
+    chosen: list[tuple[str, nn.Module]] = []
+    attention: list[str] = []
+    for name, module in model.named_modules():
+        if any(parent == "" or name.startswith(f"{parent}.") for parent in attention):
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            attention.append(name)
+            chosen.append((name, module))
+        elif next(module.children(), None) is None:
+            chosen.append((name, module))
+    return chosen
+
+
+def own_weights(module: nn.Module) -> list[nn.Parameter]:
+    """A module's weights: its parameters named ``*weight`` (``in_proj_weight`` or
+    ``q/k/v_proj_weight`` of attention) or ``weight_*`` (a recurrent layer's
+    ``weight_ih_l0``, ...), and ``out_proj.weight`` for attention."""
+    weights = [
+        p
+        for name, p in module.named_parameters(recurse=False)
+        if name.endswith("weight") or name.startswith("weight_")
+    ]
+    if isinstance(module, nn.MultiheadAttention):
+        weights.append(module.out_proj.weight)
+    return weights
+
+
+def first_tensor(output: object) -> torch.Tensor | None:
+    """The first tensor of an output: itself, or the first one found depth first in a
+    tuple (named tuples too), a list or a dict's values; None if it holds none."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, list | tuple):
+        for item in output:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
