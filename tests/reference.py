@@ -11,10 +11,11 @@ import math
 
 import torch
 
-from initbench.core.fill import fill_biases, fill_targets
+from initbench.archs.base import network_parts
+from initbench.core.fill import fill_biases, fill_settings, fill_targets
 from initbench.core.rng import Stream, run_generator
-from initbench.core.targets import biases, init_targets
-from initbench.initialize.lsuv import fit_module
+from initbench.core.targets import biases
+from initbench.initialize import fitter
 from initbench.sweeps.engine import correlate_pairs
 from initbench.sweeps.grid import Grid, Run
 
@@ -26,20 +27,33 @@ def build_run(run: Run, grid: Grid) -> tuple[torch.nn.Module, torch.Tensor, torc
     model = cell.arch.build(cell.depth, cell.width, cell.activation, inputs)
     generator = run_generator(run.seed, Stream.WEIGHTS)
     params = dict(model.named_parameters())
+    parts = network_parts(model, cell.arch.roles, cell.width)
     with torch.no_grad():  # the engine's draw order: weights, then biases; batch, cotangent
         fill_targets(
-            params, init_targets(model), cell.scheme, cell.activation, generator, fallback=True
+            params,
+            parts.targets,
+            cell.scheme,
+            cell.activation,
+            generator,
+            sites=parts.sites,
+            fallback=True,
         )
         fill_biases(params, biases(model), cell.bias_var, generator)
+        fill_settings(params, parts.settings, parts.setting_sites, cell.scheme)
     data = run_generator(run.seed, Stream.INPUTS)
-    x = torch.randn(grid.batch_size, *inputs.sample, generator=data)
-    x = correlate_pairs(x, grid.input_corr)
-    cotangent = torch.randn(grid.batch_size, inputs.classes, generator=data)
+    cpu = torch.device("cpu")
+    x = cell.arch.draw_inputs(grid.batch_size, inputs, data, cpu)
+    if x.is_floating_point():
+        x = correlate_pairs(x, grid.input_corr)
+    cotangent = torch.randn(
+        grid.batch_size, *cell.arch.output_sample(inputs, grid.batch_size), generator=data
+    )
     if cell.scheme.data_dependent:
-        fit = torch.randn(
-            grid.batch_size, *inputs.sample, generator=run_generator(run.seed, Stream.FIT)
-        )
-        fit_module(model, fit)
+        fit_data = run_generator(run.seed, Stream.FIT)
+        fit_x = cell.arch.draw_inputs(grid.batch_size, inputs, fit_data, cpu)
+        targets = (grid.batch_size, *cell.arch.output_sample(inputs, grid.batch_size)[:-1])
+        fit_y = torch.randint(inputs.classes, targets, generator=fit_data)
+        fitter(cell.scheme).fit_module(model, fit_x, fit_y, cell.scheme)
     return model, x, cotangent
 
 

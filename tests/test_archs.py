@@ -24,7 +24,7 @@ KAIMING = "kaiming_normal[mode=fan_in,nonlinearity=matched]"
 
 
 def test_registry_ids_and_parameters():
-    assert list(ARCHS) == ["mlp", "cnn", "resmlp", "resnet", "transformer"]
+    assert list(ARCHS) == ["mlp", "cnn", "resmlp", "resnet", "transformer", "gpt"]
     assert get_arch("resmlp").id == "resmlp"
     assert get_arch("resmlp[norm=layer,alpha=0.5]").id == "resmlp[norm=layer,alpha=0.5]"
     assert get_arch("resmlp[alpha=1]") == get_arch("resmlp")  # defaults are not spelled
@@ -157,11 +157,16 @@ def test_every_architecture_lists_the_weights_a_scheme_initializes():
     for name in ARCHS:
         arch = get_arch(name)
         inputs = inputs_grid.inputs(arch, 8)
-        shapes = arch.weight_shapes(2, 8, get_activation("relu"), inputs)
+        shapes = [s.shape for s in arch.weight_sites(2, 8, get_activation("relu"), inputs)]
         model = arch.build(2, 8, get_activation("relu"), inputs)
         from initbench.initialize import apply
 
-        applied = apply(model, KAIMING, "relu", generator=torch.Generator().manual_seed(0))
+        applied = apply(
+            model, KAIMING, "relu", generator=torch.Generator().manual_seed(0), roles=arch.roles
+        )
         assert len(applied.initialized) == len(shapes)
-        assert all("norm" in p or p.endswith(".bias") for p in applied.left), applied.left
+        kept = ("normalization gain", "a residual branch's scalar")
+        assert all(
+            why.startswith(kept) or p.endswith(".bias") for p, why in applied.left.items()
+        ), applied.left
         assert math.prod(shapes[0]) > 0

@@ -176,7 +176,7 @@ def _chunk(arch_id, schemes, seeds, grid, stacked):
     ]
     net = arch.stack(len(runs), depth, width, act, inputs)
     net.stacked = stacked
-    x, cotangent = initialize_runs(net, runs, grid, inputs, None)
+    x, cotangent, _ = initialize_runs(net, runs, grid, inputs, None)
     return net, probe(net, x, cotangent, hists=True)
 
 

@@ -137,6 +137,9 @@ SCHEMES = [
         ("resnet[norm=none]", "gelu"),
         ("transformer[head_dim=4]", "gelu"),
         ("transformer", "relu"),
+        ("gpt[head_dim=4]", "gelu"),
+        ("gpt[norm=post,tie=true]", "relu"),
+        ("gpt[norm=none]", "tanh"),
     ],
 )
 def test_vectorised_equals_per_run_loop(arch, activation):
@@ -150,13 +153,14 @@ def test_vectorised_equals_per_run_loop(arch, activation):
     layers = _layers(runs, grid)
     # attention sums in another order in torch's MultiheadAttention: float32 rounding, which
     # LSUV's rescaling compounds to a few 1e-4
-    rtol = 1e-3 if arch.startswith("transformer") else 2e-4
+    rtol = 1e-3 if arch.startswith(("transformer", "gpt")) else 2e-4
+    atol = 1e-7 if "post" in arch else 1e-9  # a post-LN stream's mean is rounding noise
     for run in runs:
         expected = reference_probe(run, grid, layer_weights(run.cell, grid))
         got = layers.loc[run.id]
         for stat, values in expected.items():
             np.testing.assert_allclose(
-                got[stat].to_numpy(), values, rtol=rtol, atol=1e-9, err_msg=f"{run.id} {stat}"
+                got[stat].to_numpy(), values, rtol=rtol, atol=atol, err_msg=f"{run.id} {stat}"
             )
 
 

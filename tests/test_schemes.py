@@ -7,7 +7,8 @@ from torch import nn
 from initbench import apply, get_activation, get_arch, get_scheme
 from initbench.archs import Inputs
 from initbench.core.errors import UsageError
-from initbench.core.schemes import FAMILIES, expand_schemes, fans, torch_initializers
+from initbench.core.roles import fans
+from initbench.core.schemes import FAMILIES, expand_schemes, torch_initializers
 
 
 def _mlp(depth, width, activation, d_in, classes):

@@ -17,14 +17,21 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from initbench.core.activations import Activation
 from initbench.core.errors import UsageError
-from initbench.core.fill import fill_biases, fill_targets
+from initbench.core.fill import (
+    fill_biases,
+    fill_settings,
+    fill_targets,
+    learning_rate_scales,
+)
 from initbench.core.ids import format_id, parse_number
-from initbench.core.schemes import Scheme
-from initbench.core.targets import NORMS, biases, init_targets
+from initbench.core.roles import Site
+from initbench.core.scheme import Scheme
+from initbench.core.targets import NORMS, Target, biases, init_targets, settings, weight_sites
 
 
 class Axes(NamedTuple):
@@ -93,25 +100,40 @@ class Stage:
     run: Callable[[Any, Taps | None], Any]
 
 
+@dataclass(frozen=True, eq=False)
+class Parts:
+    """A network's parameters as schemes see them: the plain module (on the meta device),
+    the weights a scheme fills with their sites, and the scalars of its residual branches
+    (gates, skips, shifts) with theirs."""
+
+    template: nn.Module
+    targets: list[Target]
+    sites: list[Site]
+    settings: list[Target]
+    setting_sites: list[Site]
+
+
 class Stacked(nn.Module):
     """R runs of one architecture and shape, computed together.
 
-    Parameters mirror the plain module's (``template``): parameter ``name`` of run r is
-    ``self.param(name)[r]``. Subclasses define :meth:`enter`, :meth:`stages`,
+    Parameters mirror the plain module's (``parts.template``): parameter ``name`` of run r
+    is ``self.param(name)[r]``. Subclasses define :meth:`enter`, :meth:`stages`,
     :meth:`view` and :meth:`layer_params`.
     """
 
     def __init__(
         self,
-        template: nn.Module,
+        parts: Parts,
         runs: int,
         depth: int,
         activation: Activation,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
+        template = parts.template
         self.runs, self.depth, self.activation = runs, depth, activation
-        self.targets = init_targets(template)
+        self.parts = parts
+        self.targets = parts.targets
         self.bias_names = biases(template)
         self.names = [name for name, _ in template.named_parameters()]
         self.stack = nn.ParameterDict(
@@ -153,18 +175,40 @@ class Stacked(nn.Module):
         """
         stacks = into or {name: self.param(name) for name in self.names}
         params = {name: stacks[name][run] for name in self.names}
+        parts = self.parts
         fill_targets(
             params,
             self.targets,
             scheme,
             self.activation,
             generator,
+            sites=parts.sites,
             fallback=True,
             deferred=deferred,
         )
         fill_biases(params, self.bias_names, bias_var, generator)
         for name, value in self.norm_params.items():
             params[name].fill_(value)
+        fill_settings(params, parts.settings, parts.setting_sites, scheme)
+
+    def lr_scales(self, schemes: list[Scheme], optimizer: str) -> dict[str, torch.Tensor]:
+        """Each run's learning-rate multiplier (``schemes``: run r's scheme) of every
+        parameter where some run's is not 1, shaped to scale the parameter's step
+        (:func:`~initbench.core.fill.learning_rate_scales`)."""
+        parts = self.parts
+        per_run = [
+            learning_rate_scales(
+                parts.settings, parts.setting_sites, parts.targets, parts.sites, scheme, optimizer
+            )
+            for scheme in schemes
+        ]
+        names = sorted({name for scales in per_run for name in scales})
+        return {
+            name: torch.tensor(
+                [scales.get(name, 1.0) for scales in per_run], device=self.device
+            ).view(-1, *[1] * (self.param(name).dim() - 1))
+            for name in names
+        }
 
     @property
     def stage_list(self) -> list[Stage]:
@@ -200,10 +244,41 @@ class Stacked(nn.Module):
         """A hidden state as ``(R, samples, features)``: one vector per run and sample."""
         return state.flatten(2)
 
+    def input_vectors(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The inputs ``(R, B, ...)`` as ``(R, B, features)`` vectors, whose second moment
+        and pair correlation the probe records (None: inputs that are not vectors, token
+        ids)."""
+        return x.flatten(2) if x.is_floating_point() else None
+
     def layer_labels(self) -> list[tuple[str, str, int]] | None:
         """Each hidden layer's module: its name, class and call (0 for its first call in
         the forward pass); None where the layers are the architecture's own (1..depth)."""
         return None
+
+
+def network_parts(
+    model: nn.Module, roles: dict[str, str | tuple[str, ...]] | None, width: int | None
+) -> Parts:
+    """A module's :class:`Parts`: its weights (roles from ``roles``, an architecture's
+    table, or from the layers' names) and branch scalars, with their sites."""
+    targets = init_targets(model, roles)
+    params = dict(model.named_parameters())
+    sites = weight_sites(targets, [tuple(t.view(params[t.param]).shape) for t in targets], width)
+    scalars = settings(model, roles or {})
+    blocks, branches = (sites[0].blocks, sites[0].branches) if sites else (0, 0)
+    scalar_sites = [Site(t.role, (), t.block, blocks, width, None, branches) for t in scalars]
+    return Parts(model, targets, sites, scalars, scalar_sites)
+
+
+def per_run_loss(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and number of samples correct per run: ``out`` is ``(R, B, C)``
+    and ``y`` ``(R, B)``, or a target per token, ``(R, B, T, C)`` and ``(R, B, T)``: the
+    loss is then the mean over tokens, and a sample counts by its fraction of tokens
+    right."""
+    loss = F.cross_entropy(out.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)
+    runs, batch = y.shape[:2]
+    correct = (out.argmax(-1) == y).float().view(runs, batch, -1).mean(2).sum(1)
+    return loss.view(runs, batch, -1).mean(2).mean(1), correct
 
 
 def _key(name: str) -> str:
@@ -235,7 +310,9 @@ class Arch:
     name: ClassVar[str]
     doc: ClassVar[str] = ""
     params: ClassVar[dict[str, object]] = {}
+    roles: ClassVar[dict[str, str | tuple[str, ...]]] = {}
     supports_jacobian: ClassVar[bool] = False  # each sample computed on its own (no BatchNorm)
+    tokens: ClassVar[bool] = False  # takes token ids (text datasets), not vectors or images
 
     def __init__(self, **values: str) -> None:
         unknown = sorted(set(values) - set(self.params))
@@ -271,6 +348,13 @@ class Arch:
         """The shape of one standard-normal probe sample at this width."""
         return (width,)
 
+    def draw_inputs(
+        self, batch: int, inputs: Inputs, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """A synthetic probe batch ``(batch, *inputs.sample)``: standard normal (token ids
+        for archs on text)."""
+        return torch.randn(batch, *inputs.sample, generator=generator, device=device)
+
     def data_sample(self, x: torch.Tensor) -> torch.Tensor:
         """Dataset samples ``(n, C, H, W)`` (1-D data: ``(n, C, L)``) in this arch's layout."""
         return x.flatten(1)
@@ -284,7 +368,8 @@ class Arch:
         return 1
 
     def output_sample(self, inputs: Inputs, batch: int) -> tuple[int, ...]:
-        """The shape of one sample's output (a batch of ``batch``): its class scores."""
+        """The shape of one sample's output (a batch of ``batch``): its class scores (a
+        score per class and position for archs on text)."""
         return (inputs.classes,)
 
     def sizes(
@@ -324,20 +409,25 @@ class Arch:
             return self.build(depth, width, activation, inputs)
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 (archs are few and live for the process)
-    def weight_shapes(
-        self, depth: int, width: int, activation: Activation, inputs: Inputs
-    ) -> list[tuple[int, ...]]:
-        """The shape of every weight a scheme initializes, in model order."""
+    def parts(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> Parts:
+        """The network's weights and branch scalars with their sites (roles from this
+        architecture's table; shared: never changed)."""
         model = self.template(depth, width, activation, inputs)
-        params = dict(model.named_parameters())
-        return [tuple(t.view(params[t.param]).shape) for t in init_targets(model)]
+        return network_parts(model, self.roles, width)
+
+    def weight_sites(
+        self, depth: int, width: int, activation: Activation, inputs: Inputs
+    ) -> list[Site]:
+        """The site (role, block, shape) of every weight a scheme initializes, in model
+        order."""
+        return self.parts(depth, width, activation, inputs).sites
 
     def macs_per_sample(
         self, depth: int, width: int, activation: Activation, inputs: Inputs
     ) -> float:
         """Multiply-adds of one forward pass for one sample (time estimates, FLOP rates)."""
-        shapes = self.weight_shapes(depth, width, activation, inputs)
-        return sum(math.prod(s) for s in shapes) * self.positions(inputs)
+        sites = self.weight_sites(depth, width, activation, inputs)
+        return sum(math.prod(s.shape) for s in sites) * self.positions(inputs)
 
     def activation_elements(self, depth: int, width: int, inputs: Inputs) -> int:
         """Floats of hidden activations one sample keeps for the backward pass (memory)."""

@@ -70,8 +70,8 @@ class CNN(ImageArch):
         return [m for m in model if isinstance(m, nn.Conv2d)]
 
     def stack(self, runs, depth, width, activation, inputs, device="cpu") -> Stacked:
-        template = self.template(depth, width, activation, inputs)
-        return StackedCNN(template, runs, depth, activation, device)
+        parts = self.parts(depth, width, activation, inputs)
+        return StackedCNN(parts, runs, depth, activation, device)
 
     def theory(self, activation, weights, bias_var, inputs, input_second_moment, input_corr):
         pool = 1.0 / self.positions(inputs) ** 2  # d pooled / d a_p = 1 / P
@@ -101,17 +101,17 @@ class StackedCNN(Stacked):
         return t.view(t.shape[0], self.runs, -1, t.shape[-2] * t.shape[-1]), PIXELS
 
     def stages(self) -> list[Stage]:
-        stages = [
-            Stage((i,), functools.partial(self._hidden, i, *self._layer(2 * i)))
-            for i in range(self.depth)
-        ]
-        readout = functools.partial(self._readout, *self._layer(2 * self.depth + 1))
+        stages = [Stage((i,), functools.partial(self._hidden, i, 2 * i)) for i in range(self.depth)]
+        readout = functools.partial(self._readout, 2 * self.depth + 1)
         return [*stages, Stage((self.depth,), readout)]
 
     def _layer(self, index: int) -> tuple[nn.Parameter, nn.Parameter]:
+        """Layer ``index``'s weight and bias, looked up when the stage runs (so that
+        ``torch.func.functional_call`` can substitute them)."""
         return self.param(f"{index}.weight"), self.param(f"{index}.bias")
 
-    def _hidden(self, i: int, w, b, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+    def _hidden(self, i: int, layer: int, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        w, b = self._layer(layer)
         h = grouped_conv(a, w, b, self.runs)
         post = self.activation.fn(h)
         if taps is not None:
@@ -119,7 +119,8 @@ class StackedCNN(Stacked):
             taps.layer(i + 1, h, post)
         return post
 
-    def _readout(self, w, b, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+    def _readout(self, layer: int, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        w, b = self._layer(layer)
         pooled = self.view(a)[0].mean(-1).transpose(0, 1)  # (R, B, C)
         out = torch.baddbmm(b.unsqueeze(1), pooled, w.transpose(1, 2))
         if taps is not None:

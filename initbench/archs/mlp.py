@@ -13,7 +13,7 @@ from torch import nn
 from initbench.archs.base import ROWS, THEORY, Arch, Inputs, Stacked, Stage, Taps
 from initbench.core import theory
 from initbench.core.activations import Activation
-from initbench.core.schemes import fans
+from initbench.core.roles import fans
 
 
 class MLP(Arch):
@@ -30,8 +30,8 @@ class MLP(Arch):
         return [m for m in model if isinstance(m, nn.Linear)][:-1]
 
     def stack(self, runs, depth, width, activation, inputs, device="cpu") -> Stacked:
-        template = self.template(depth, width, activation, inputs)
-        return StackedMLP(template, runs, depth, activation, device)
+        parts = self.parts(depth, width, activation, inputs)
+        return StackedMLP(parts, runs, depth, activation, device)
 
     def theory(self, activation, weights, bias_var, inputs, input_second_moment, input_corr):
         return feedforward_theory(activation, weights, bias_var, input_second_moment, input_corr)
@@ -44,17 +44,17 @@ class StackedMLP(Stacked):
     """Hidden tensors are ``(R, B, N)``."""
 
     def stages(self) -> list[Stage]:
-        stages = [
-            Stage((i,), functools.partial(self._hidden, i, *self._layer(2 * i)))
-            for i in range(self.depth)
-        ]
-        readout = functools.partial(self._readout, *self._layer(2 * self.depth))
+        stages = [Stage((i,), functools.partial(self._hidden, i, 2 * i)) for i in range(self.depth)]
+        readout = functools.partial(self._readout, 2 * self.depth)
         return [*stages, Stage((self.depth,), readout)]
 
     def _layer(self, index: int) -> tuple[nn.Parameter, nn.Parameter]:
+        """Layer ``index``'s weight and bias, looked up when the stage runs (so that
+        ``torch.func.functional_call`` can substitute them)."""
         return self.param(f"{index}.weight"), self.param(f"{index}.bias")
 
-    def _hidden(self, i: int, w, b, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+    def _hidden(self, i: int, layer: int, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        w, b = self._layer(layer)
         h = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
         post = self.activation.fn(h)
         if taps is not None:
@@ -62,7 +62,8 @@ class StackedMLP(Stacked):
             taps.layer(i + 1, h, post)
         return post
 
-    def _readout(self, w, b, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+    def _readout(self, layer: int, a: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        w, b = self._layer(layer)
         out = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
         if taps is not None:
             taps.weighted(self.depth, out, ROWS)

@@ -45,7 +45,17 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from initbench.archs.base import Arch, Axes, Inputs, Stacked, Stage, Taps, _key
+from initbench.archs.base import (
+    Arch,
+    Axes,
+    Inputs,
+    Parts,
+    Stacked,
+    Stage,
+    Taps,
+    _key,
+    network_parts,
+)
 from initbench.core.activations import Activation
 from initbench.core.errors import UsageError
 from initbench.core.ids import format_id, shape_text
@@ -128,6 +138,7 @@ class ModelArch(Arch):
         self.model = self._build()
         self._traces: dict[tuple[Inputs, int], Trace] = {}
         self._stackable_for: dict[Inputs, bool] = {}
+        self._parts: Parts | None = None
 
     @property
     def id(self) -> str:
@@ -183,6 +194,15 @@ class ModelArch(Arch):
     def template(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
         return self.model
 
+    def model_parts(self) -> Parts:
+        """The model's weights with their sites: roles from its layers' names, no width."""
+        if self._parts is None:
+            self._parts = network_parts(self.model, None, None)
+        return self._parts
+
+    def parts(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> Parts:
+        return self.model_parts()
+
     def stack(
         self,
         runs: int,
@@ -193,7 +213,7 @@ class ModelArch(Arch):
         device: torch.device | str = "cpu",
     ) -> ModelStack:
         return ModelStack(
-            self.model,
+            self.model_parts(),
             runs,
             depth,
             activation,
@@ -281,7 +301,7 @@ class ModelArch(Arch):
         op)."""
         trace = self.trace(inputs, TRACE_BATCH)  # a model that fails alone says why
         net = ModelStack(
-            self.model,
+            self.model_parts(),
             2,
             len(trace.layers),
             None,
@@ -310,7 +330,7 @@ class ModelStack(Stacked):
     by ``functional_call`` under ``vmap`` (``stacked``), or once per run.
 
     Args:
-        template: the prepared model (not changed).
+        parts: the prepared model (``parts.template``, not changed) and its weights.
         runs, depth, activation, device: as every stacked network takes them.
         trace: the model's :class:`Trace` for a batch size (its layers).
         stacked: compute the runs under ``vmap`` (else one after another).
@@ -318,7 +338,7 @@ class ModelStack(Stacked):
 
     def __init__(
         self,
-        template: nn.Module,
+        parts: Parts,
         runs: int,
         depth: int,
         activation: Activation | None,
@@ -326,7 +346,8 @@ class ModelStack(Stacked):
         trace: Callable[[int], Trace],
         stacked: bool,
     ) -> None:
-        super().__init__(template, runs, depth, activation, device)
+        super().__init__(parts, runs, depth, activation, device)
+        template = parts.template
         self.trace, self.stacked = trace, stacked
         touched = {t.param for t in self.targets} | {*self.bias_names, *self.norm_params}
         self.kept = {

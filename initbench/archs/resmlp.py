@@ -2,7 +2,8 @@
 
 ``x_0 = Linear(d_in, N)(x)``, then ``depth`` blocks ``x_l = x_{l-1} + alpha (W_l
 phi(norm(x_{l-1})) + b_l)`` and a readout ``Linear(N, d_out)`` on ``x_depth``; ``norm`` is
-the identity (``none``) or a LayerNorm (``layer``). Layer l's statistics describe the
+the identity (``none``) or a LayerNorm (``layer``). Each block is a residual branch with
+the scalars of :mod:`initbench.archs.branch`, which recipes set. Layer l's statistics describe the
 stream ``x_l`` (its ``post_*`` ones ``phi(x_l)``), ``grad_h_var`` is the variance of
 ``dL/dx_l`` and ``grad_w_norm`` W_l's gradient norm. All runs compute as batched matmuls.
 """
@@ -17,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench.archs.base import ROWS, Arch, Inputs, Stacked, Stage, Taps
+from initbench.archs.branch import Branch, stacked_branch
 from initbench.core import theory
 from initbench.core.activations import Activation
-from initbench.core.schemes import fans
+from initbench.core.roles import fans
 
 
 class ResidualBlock(nn.Module):
-    """``x + alpha * linear(phi(norm(x)))``."""
+    """``x + alpha * linear(phi(norm(x)))``, with the branch's scalars
+    (:mod:`initbench.archs.branch`)."""
 
     def __init__(self, width: int, activation: Activation, norm: str, alpha: float) -> None:
         super().__init__()
@@ -31,9 +34,10 @@ class ResidualBlock(nn.Module):
         self.act = activation.module()
         self.linear = nn.Linear(width, width)
         self.alpha = alpha
+        self.branch = Branch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.alpha * self.linear(self.act(self.norm(x)))
+        return self.branch(x, lambda u: self.alpha * self.linear(self.act(self.norm(u))))
 
 
 class ResidualNet(nn.Module):
@@ -64,9 +68,9 @@ class ResMLP(Arch):
         return list(model.blocks)
 
     def stack(self, runs, depth, width, activation, inputs, device="cpu") -> Stacked:
-        template = self.template(depth, width, activation, inputs)
+        parts = self.parts(depth, width, activation, inputs)
         return StackedResMLP(
-            template, runs, depth, activation, device, self.values["norm"], self.values["alpha"]
+            parts, runs, depth, activation, device, self.values["norm"], self.values["alpha"]
         )
 
     def theory(self, activation, weights, bias_var, inputs, input_second_moment, input_corr):
@@ -108,8 +112,8 @@ def residual_theory(
 class StackedResMLP(Stacked):
     """The stream is ``(R, B, N)``."""
 
-    def __init__(self, template, runs, depth, activation, device, norm: str, alpha: float):
-        super().__init__(template, runs, depth, activation, device)
+    def __init__(self, parts, runs, depth, activation, device, norm: str, alpha: float):
+        super().__init__(parts, runs, depth, activation, device)
         self.norm, self.alpha = norm, alpha
 
     def stages(self) -> list[Stage]:
@@ -127,16 +131,22 @@ class StackedResMLP(Stacked):
 
     def _block(self, i: int, x: torch.Tensor, taps: Taps | None) -> torch.Tensor:
         prefix = f"blocks.{i}"
-        u = x
-        if self.norm == "layer":
-            u = F.layer_norm(x, x.shape[-1:])
-            u = u * self.param(f"{prefix}.norm.weight").unsqueeze(1)
-            u = u + self.param(f"{prefix}.norm.bias").unsqueeze(1)
-        w, b = self.param(f"{prefix}.linear.weight"), self.param(f"{prefix}.linear.bias")
-        y = torch.baddbmm(b.unsqueeze(1), self.activation.fn(u), w.transpose(1, 2))
-        out = x + self.alpha * y
+
+        def branch(u: torch.Tensor) -> torch.Tensor:
+            if self.norm == "layer":
+                u = F.layer_norm(u, u.shape[-1:])
+                u = u * self.param(f"{prefix}.norm.weight").unsqueeze(1)
+                u = u + self.param(f"{prefix}.norm.bias").unsqueeze(1)
+            w, b = self.param(f"{prefix}.linear.weight"), self.param(f"{prefix}.linear.bias")
+            y = torch.baddbmm(b.unsqueeze(1), self.activation.fn(u), w.transpose(1, 2))
+            if taps is not None:
+                taps.weighted(i + 1, y, ROWS)
+            return self.alpha * y
+
+        out = stacked_branch(
+            x, branch, lambda name: self.param(f"{prefix}.branch.{name}").view(-1, 1, 1)
+        )
         if taps is not None:
-            taps.weighted(i + 1, y, ROWS)
             taps.layer(i + 1, out, None)
         return out
 

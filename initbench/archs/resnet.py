@@ -4,7 +4,8 @@
 phi(BN(x_{l-1}))) + b_l)``, a global average pool and a Linear readout. Convolutions use
 circular padding (as ``cnn`` does); BatchNorm always normalizes with the batch's own
 statistics (``track_running_stats=False``: training mode, in evaluation too), so the probe
-describes the batch it sees. ``norm=none`` drops it. All runs compute as one grouped
+describes the batch it sees. ``norm=none`` drops it. Each block is a residual branch with
+the scalars of :mod:`initbench.archs.branch`, which recipes set. All runs compute as one grouped
 convolution per layer.
 """
 
@@ -17,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench.archs.base import ROWS, Axes, Inputs, Stacked, Stage, Taps
+from initbench.archs.branch import Branch, stacked_branch
 from initbench.archs.cnn import KERNEL, PIXELS, GlobalAvgPool, ImageArch, grouped_conv
 from initbench.archs.resmlp import ResidualNet, residual_theory
 from initbench.core.activations import Activation
 
 
 class ConvBlock(nn.Module):
-    """``x + alpha * conv(phi(bn(x)))``."""
+    """``x + alpha * conv(phi(bn(x)))``, with the branch's scalars
+    (:mod:`initbench.archs.branch`)."""
 
     def __init__(self, width: int, activation: Activation, norm: str, alpha: float) -> None:
         super().__init__()
@@ -32,9 +35,10 @@ class ConvBlock(nn.Module):
         self.act = activation.module()
         self.conv = nn.Conv2d(width, width, KERNEL, padding=KERNEL // 2, padding_mode="circular")
         self.alpha = alpha
+        self.branch = Branch()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.alpha * self.conv(self.act(self.norm(x)))
+        return self.branch(x, lambda u: self.alpha * self.conv(self.act(self.norm(u))))
 
 
 class ResNet(ImageArch):
@@ -51,9 +55,9 @@ class ResNet(ImageArch):
         return list(model.blocks)
 
     def stack(self, runs, depth, width, activation, inputs, device="cpu") -> Stacked:
-        template = self.template(depth, width, activation, inputs)
+        parts = self.parts(depth, width, activation, inputs)
         return StackedResNet(
-            template, runs, depth, activation, device, self.values["norm"], self.values["alpha"]
+            parts, runs, depth, activation, device, self.values["norm"], self.values["alpha"]
         )
 
     def theory(self, activation, weights, bias_var, inputs, input_second_moment, input_corr):
@@ -66,8 +70,8 @@ class ResNet(ImageArch):
 class StackedResNet(Stacked):
     """The stream is ``(B, R*C, H, W)``: one grouped convolution computes every run."""
 
-    def __init__(self, template, runs, depth, activation, device, norm: str, alpha: float):
-        super().__init__(template, runs, depth, activation, device)
+    def __init__(self, parts, runs, depth, activation, device, norm: str, alpha: float):
+        super().__init__(parts, runs, depth, activation, device)
         self.norm, self.alpha = norm, alpha
 
     def enter(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,16 +92,25 @@ class StackedResNet(Stacked):
 
     def _block(self, i: int, x: torch.Tensor, taps: Taps | None) -> torch.Tensor:
         prefix = f"blocks.{i}"
-        u = x
-        if self.norm == "batch":
-            weight = self.param(f"{prefix}.norm.weight").flatten()
-            bias = self.param(f"{prefix}.norm.bias").flatten()
-            u = F.batch_norm(x, None, None, weight, bias, training=True)
-        w, b = self.param(f"{prefix}.conv.weight"), self.param(f"{prefix}.conv.bias")
-        y = grouped_conv(self.activation.fn(u), w, b, self.runs)
-        out = x + self.alpha * y
+        channels = x.shape[1] // self.runs
+
+        def branch(u: torch.Tensor) -> torch.Tensor:
+            if self.norm == "batch":
+                weight = self.param(f"{prefix}.norm.weight").flatten()
+                bias = self.param(f"{prefix}.norm.bias").flatten()
+                u = F.batch_norm(u, None, None, weight, bias, training=True)
+            w, b = self.param(f"{prefix}.conv.weight"), self.param(f"{prefix}.conv.bias")
+            y = grouped_conv(self.activation.fn(u), w, b, self.runs)
+            if taps is not None:
+                taps.weighted(i + 1, *self.view(y))
+            return self.alpha * y
+
+        def scalars(name: str) -> torch.Tensor:  # each run's scalar on each of its channels
+            value = self.param(f"{prefix}.branch.{name}")
+            return value.repeat_interleave(channels).view(1, -1, 1, 1)
+
+        out = stacked_branch(x, branch, scalars)
         if taps is not None:
-            taps.weighted(i + 1, *self.view(y))
             taps.layer(i + 1, out, None)
         return out
 

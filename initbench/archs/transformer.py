@@ -3,8 +3,9 @@
 ``x_0 = Linear(d_token, N)(tokens) + positions`` (fixed sinusoidal encodings, no
 parameters), then ``depth`` blocks ``x = x + attn(LN(x))``, ``x = x + mlp(LN(x))`` (torch's
 ``nn.TransformerEncoderLayer`` with ``norm_first=True``, no dropout; the mlp is
-``N -> 4N -> N`` with the cell's activation; heads of ``head_dim`` units), then the mean
-over tokens and a Linear readout. Layer l's statistics describe the stream after block l;
+``N -> 4N -> N`` with the cell's activation; heads of ``head_dim`` units; each branch with
+the scalars of :mod:`initbench.archs.branch`), then the mean over tokens and a Linear
+readout. Layer l's statistics describe the stream after block l;
 ``grad_w_norm`` is the norm of all of the block's weights' gradients together.
 
 Datasets become token sequences row by row: an image ``(C, H, W)`` is H tokens of C x W
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench.archs.base import ROWS, Arch, Axes, Inputs, Stacked, Stage, Taps, stacked_linear
+from initbench.archs.branch import Branch, stacked_branch
 from initbench.core.activations import Activation
 from initbench.core.errors import UsageError
 
@@ -39,6 +41,19 @@ def positions(tokens: int, width: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)[:, : width // 2]
     return table
+
+
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's pre-LN encoder layer, each of its two residual branches with the scalars of
+    :mod:`initbench.archs.branch` (``x + sa(norm1(x))``, then ``x + ff(norm2(x))``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attn_branch, self.mlp_branch = Branch(), Branch()
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        x = self.attn_branch(src, lambda u: self._sa_block(self.norm1(u), src_mask, None))
+        return self.mlp_branch(x, lambda u: self._ff_block(self.norm2(u)))
 
 
 class TransformerNet(nn.Module):
@@ -60,19 +75,11 @@ class TransformerNet(nn.Module):
         return self.readout(x.mean(1))
 
 
-class Transformer(Arch):
-    supports_jacobian = True
+class Heads:
+    """An architecture with attention heads of ``head_dim`` units (its parameter)."""
 
-    def synthetic_sample(self, width, image_size, tokens):
-        return (tokens, width)
-
-    def data_sample(self, x):
-        if x.dim() == 4:  # images (n, C, H, W): H tokens of C x W values
-            return x.permute(0, 2, 1, 3).flatten(2)
-        return x.transpose(1, 2)  # 1-D (n, C, L): L tokens of C values
-
-    def positions(self, inputs: Inputs) -> int:
-        return inputs.sample[0]
+    values: dict
+    id: str
 
     def check_width(self, width: int) -> None:
         head_dim = self.values["head_dim"]
@@ -86,9 +93,24 @@ class Transformer(Arch):
         """``width / head_dim`` heads; one head of every unit at widths up to ``head_dim``."""
         return max(1, width // self.values["head_dim"])
 
+
+class Transformer(Heads, Arch):
+    supports_jacobian = True
+
+    def synthetic_sample(self, width, image_size, tokens):
+        return (tokens, width)
+
+    def data_sample(self, x):
+        if x.dim() == 4:  # images (n, C, H, W): H tokens of C x W values
+            return x.permute(0, 2, 1, 3).flatten(2)
+        return x.transpose(1, 2)  # 1-D (n, C, L): L tokens of C values
+
+    def positions(self, inputs: Inputs) -> int:
+        return inputs.sample[0]
+
     def build(self, depth: int, width: int, activation: Activation, inputs: Inputs) -> nn.Module:
         blocks = [
-            nn.TransformerEncoderLayer(
+            EncoderLayer(
                 width,
                 self.heads(width),
                 MLP_RATIO * width,
@@ -116,8 +138,8 @@ class Transformer(Arch):
         return super().macs_per_sample(depth, width, activation, inputs) + depth * attention
 
     def stack(self, runs, depth, width, activation, inputs, device="cpu") -> Stacked:
-        template = self.template(depth, width, activation, inputs)
-        net = StackedTransformer(template, runs, depth, activation, device)
+        parts = self.parts(depth, width, activation, inputs)
+        net = StackedTransformer(parts, runs, depth, activation, device)
         net.heads = self.heads(width)
         net.positions = positions(inputs.sample[0], width).to(device)
         return net
@@ -153,12 +175,11 @@ class StackedTransformer(Stacked):
         weight, bias = self.param(f"{name}.weight"), self.param(f"{name}.bias")
         return out * weight[:, None, None, :] + bias[:, None, None, :]
 
-    def _block(self, i: int, x: torch.Tensor, taps: Taps | None) -> torch.Tensor:
-        p = f"blocks.{i}"
-        first = 1 + self.TARGETS_PER_BLOCK * i
-        runs, batch, tokens, width = x.shape
+    def _attention(self, i: int, u: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        p, first = f"blocks.{i}", 1 + self.TARGETS_PER_BLOCK * i
+        runs, batch, tokens, width = u.shape
         qkv = stacked_linear(
-            self._norm(x, f"{p}.norm1"),
+            self._norm(u, f"{p}.norm1"),
             self.param(f"{p}.self_attn.in_proj_weight"),
             self.param(f"{p}.self_attn.in_proj_bias"),
         )
@@ -174,9 +195,14 @@ class StackedTransformer(Stacked):
             self.param(f"{p}.self_attn.out_proj.weight"),
             self.param(f"{p}.self_attn.out_proj.bias"),
         )
-        x = x + out
+        if taps is not None:
+            taps.weighted(first + 3, out, TOKENS)
+        return out
+
+    def _mlp(self, i: int, u: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        p, first = f"blocks.{i}", 1 + self.TARGETS_PER_BLOCK * i
         hidden = stacked_linear(
-            self._norm(x, f"{p}.norm2"),
+            self._norm(u, f"{p}.norm2"),
             self.param(f"{p}.linear1.weight"),
             self.param(f"{p}.linear1.bias"),
         )
@@ -185,11 +211,21 @@ class StackedTransformer(Stacked):
             self.param(f"{p}.linear2.weight"),
             self.param(f"{p}.linear2.bias"),
         )
-        x = x + mlp
         if taps is not None:
-            taps.weighted(first + 3, out, TOKENS)
             taps.weighted(first + 4, hidden, TOKENS)
             taps.weighted(first + 5, mlp, TOKENS)
+        return mlp
+
+    def _block(self, i: int, x: torch.Tensor, taps: Taps | None) -> torch.Tensor:
+        p = f"blocks.{i}"
+
+        def scalars(branch: str):
+            return lambda name: self.param(f"{p}.{branch}.{name}").view(-1, 1, 1, 1)
+
+        attention = functools.partial(self._attention, i, taps=taps)
+        x = stacked_branch(x, attention, scalars("attn_branch"))
+        x = stacked_branch(x, functools.partial(self._mlp, i, taps=taps), scalars("mlp_branch"))
+        if taps is not None:
             taps.layer(i + 1, x, None)
         return x
 

@@ -10,8 +10,10 @@ import torch
 
 from initbench.core.activations import Activation
 from initbench.core.errors import UsageError
-from initbench.core.schemes import Scheme, torch_default
-from initbench.core.targets import Target
+from initbench.core.inits import torch_default
+from initbench.core.roles import SETTING_DEFAULTS, Site
+from initbench.core.scheme import Scheme
+from initbench.core.targets import Target, weight_sites
 
 
 @dataclass
@@ -31,10 +33,13 @@ def fill_targets(
     activation: Activation,
     generator: torch.Generator | None,
     *,
+    sites: list[Site] | None = None,
     fallback: bool = False,
     deferred: list[Deferred] | None = None,
 ) -> list[str]:
-    """Fills each target of ``params`` (a name -> tensor mapping) in order.
+    """Fills each target of ``params`` (a name -> tensor mapping) in order, each with the
+    plain scheme the scheme gives its site (``sites``: one per target; by default the
+    targets' roles and blocks, and no width).
 
     With ``deferred``, orthogonal fills draw their Gaussian matrix now and leave the QR to
     :func:`finish_orthogonal` (the generator's stream is the same either way).
@@ -43,23 +48,62 @@ def fill_targets(
         The targets that got torch's default because the scheme cannot take them
         (only with ``fallback``; otherwise such a target raises UsageError).
     """
+    if sites is None:
+        sites = weight_sites(targets, [tuple(t.view(params[t.param]).shape) for t in targets])
     fell_back = []
-    for target in targets:
+    for target, site in zip(targets, sites, strict=True):
         weight = target.view(params[target.param])
-        reason = scheme.not_applicable(weight.shape)
+        plain = scheme.at(site)
+        reason = plain.not_applicable(weight.shape)
         if reason:
             if not fallback:
                 raise UsageError(f"{scheme.id} cannot initialize {target.name}: {reason}")
             torch_default().init(weight, activation, generator)
             fell_back.append(target.name)
-        elif deferred is not None and scheme.orthogonal is not None:
-            part, gain = scheme.orthogonal(weight, activation)
+        elif deferred is not None and plain.orthogonal is not None:
+            part, gain = plain.orthogonal(weight, activation)
             rows = part.shape[0]
             normal = part.new_empty((rows, part.numel() // rows)).normal_(0, 1, generator=generator)
             deferred.append(Deferred(part, normal, gain))
         else:
-            scheme.init(weight, activation, generator)
+            plain.init(weight, activation, generator)
     return fell_back
+
+
+def fill_settings(
+    params: dict[str, torch.Tensor], settings: list[Target], sites: list[Site], scheme: Scheme
+) -> None:
+    """Sets each residual branch's scalar (gate, skip, shift) to the scheme's value, or to
+    its architecture's default."""
+    for target, site in zip(settings, sites, strict=True):
+        value = scheme.setting(site)
+        params[target.param].fill_(SETTING_DEFAULTS[target.role] if value is None else value[0])
+
+
+def learning_rate_scales(
+    settings: list[Target],
+    setting_sites: list[Site],
+    targets: list[Target],
+    sites: list[Site],
+    scheme: Scheme,
+    optimizer: str,
+) -> dict[str, float]:
+    """The multiplier of each parameter's learning rate under ``scheme`` where it is not
+    1: a recipe's on weights (muP's), 0 on a branch scalar the scheme leaves at its
+    default (it stays there while training), the recipe's on one it sets.
+
+    Raises:
+        ValueError: a recipe gives the row blocks of one parameter different multipliers.
+    """
+    scales: dict[str, float] = {}
+    for target, site in zip(settings, setting_sites, strict=True):
+        value = scheme.setting(site)
+        scales[target.param] = 0.0 if value is None else value[1]
+    for target, site in zip(targets, sites, strict=True):
+        scale = scheme.lr_scale(site, optimizer)
+        if scales.setdefault(target.param, scale) != scale:
+            raise ValueError(f"{scheme.id} scales the rows of {target.param} differently")
+    return {name: scale for name, scale in scales.items() if scale != 1.0}
 
 
 def finish_orthogonal(

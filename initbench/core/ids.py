@@ -11,7 +11,10 @@ _ID = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<params>[^\[\]]*)\])
 
 
 def format_value(value: object) -> str:
-    """Formats a parameter value the way ids spell it (``0.01``, ``1``, ``fan_in``)."""
+    """Formats a parameter value the way ids spell it (``0.01``, ``1``, ``fan_in``,
+    ``true``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return format(value, "g")
     return str(value)

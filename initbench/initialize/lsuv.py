@@ -21,6 +21,7 @@ from initbench.core.targets import Target, init_targets, observe
 
 if TYPE_CHECKING:
     from initbench.archs.base import Axes, Stacked
+    from initbench.core.scheme import Scheme
 
 TOLERANCE = 1e-3
 MAX_ITERATIONS = 10
@@ -57,8 +58,11 @@ def _scale(variance: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
-    """LSUV for runs ``runs`` of a stacked network, on its batch ``x`` ``(R, B, ...)``."""
+def fit_stack(
+    net: Stacked, x: torch.Tensor, y: torch.Tensor, runs: list[int], scheme: Scheme
+) -> None:
+    """LSUV for runs ``runs`` of a stacked network, on their batch ``x`` ``(R, B, ...)``
+    (``y``, the batch's targets, and ``scheme``, ``lsuv``, say nothing more to it)."""
     state = net.enter(x)
     for stage in net.stage_list:
         for index in stage.targets:
@@ -79,10 +83,12 @@ def fit_stack(net: Stacked, x: torch.Tensor, runs: list[int]) -> None:
 
 
 @torch.no_grad()
-def fit_module(model: nn.Module, data: torch.Tensor) -> nn.Module:
+def fit_module(
+    model: nn.Module, data: torch.Tensor, labels: torch.Tensor | None, scheme: Scheme
+) -> nn.Module:
     """LSUV for any ``nn.Module``: each weight of :func:`~initbench.initialize.init_targets` in
     turn (but a recurrent layer's), its output observed with forward hooks on the batch
-    ``data``."""
+    ``data`` (``labels`` and ``scheme`` say nothing more to it)."""
     params = dict(model.named_parameters())
     for target in init_targets(model):
         weight = target.view(params[target.param])

@@ -44,6 +44,21 @@ class _Record(Taps):
         self.at.append(pre if at is None else at)
 
 
+def _input_moments(
+    vectors: torch.Tensor | None, runs: int, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each run's ``E[x^2]`` and the mean cosine similarity of its input pairs (samples 2i
+    and 2i+1); NaN for inputs that are not vectors."""
+    if vectors is None:
+        nan = torch.full((runs,), torch.nan, device=like.device)
+        return nan, nan
+    second_moment = vectors.pow(2).mean((1, 2))
+    pairs = vectors.shape[1] // 2
+    a, b = vectors[:, 0 : 2 * pairs : 2], vectors[:, 1 : 2 * pairs : 2]
+    input_corr = ((a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()).mean(1)
+    return second_moment, input_corr
+
+
 def probe(
     net: Stacked, x: torch.Tensor, cotangent: torch.Tensor, *, hists: bool = False
 ) -> ProbeResult:
@@ -92,11 +107,7 @@ def probe(
     weightless = torch.tensor([not layer for layer in names], device=finite.device)
     finite[list(STATISTICS).index("grad_w_norm")] |= weightless
     finite = finite[checked].all(0).all(1) & torch.isfinite(out).flatten(1).all(1)
-    flat_x = x.detach().flatten(2).float()  # (R, B, features); token ids as numbers
-    second_moment = flat_x.pow(2).mean((1, 2))
-    pairs = flat_x.shape[1] // 2
-    a, b = flat_x[:, 0 : 2 * pairs : 2], flat_x[:, 1 : 2 * pairs : 2]
-    input_corr = ((a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()).mean(1)
+    second_moment, input_corr = _input_moments(net.input_vectors(x.detach()), net.runs, out)
     host = torch.cat([stacked.flatten(), finite.float(), second_moment, input_corr]).cpu().numpy()
     n, r = stacked.numel(), net.runs
     stats = host[:n].reshape(stacked.shape)

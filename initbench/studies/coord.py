@@ -46,7 +46,7 @@ from initbench.core.models import (
 )
 from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
-from initbench.initialize import apply
+from initbench.initialize import apply, param_groups
 from initbench.measure.hooks import Recorder
 
 COLUMNS = ["width", "seed", "step", "module", "kind", "call", "order", "out_var", "out_abs_mean"]
@@ -79,10 +79,12 @@ NO_FIT = "no fit: fewer than 2 widths with a finite value"
 
 @dataclass(frozen=True)
 class Family:
-    """One model at any width: its module (``build``) and its batch's shape (``shape``)."""
+    """One model at any width: its module (``build``), its batch's shape (``shape``) and,
+    for a built-in arch, the role of each of its parameters (``roles``)."""
 
     build: Callable[[int], nn.Module]
     shape: Callable[[int], tuple[int, ...]]
+    roles: dict | None = None
 
 
 def coord_check(
@@ -177,9 +179,10 @@ def model_family(
     """The model ``model`` names at any width (the arguments are :func:`coord_check`'s).
 
     Raises:
-        UsageError: an unknown arch or activation, a torchvision model, a malformed
-            ``MODEL``, a factory without ``width``, a missing, malformed or misplaced
-            ``inputs``, model arguments for a built-in arch, a depth or batch below 1.
+        UsageError: an unknown arch or activation, an arch on token ids, a torchvision
+            model, a malformed ``MODEL``, a factory without ``width``, a missing,
+            malformed or misplaced ``inputs``, model arguments for a built-in arch, a
+            depth or batch below 1.
     """
     source, sep, name = model.rpartition(":")
     if source == "torchvision":
@@ -203,6 +206,10 @@ def model_family(
             "e.g. resmlp[norm=layer]"
         )
     arch, act = get_arch(model), get_activation(activation)
+    if arch.tokens:
+        raise UsageError(
+            f"{arch.id} takes token ids: coord shows a batch of standard-normal values"
+        )
     for what, value in (("depth", depth), ("batch", batch)):
         if value < 1:
             raise UsageError(f"{what} must be at least 1, got {value}")
@@ -211,7 +218,9 @@ def model_family(
         sample = arch.synthetic_sample(width, IMAGE_SIZE, TOKENS)
         return arch.build(depth, width, act, Inputs(sample, CLASSES))
 
-    return Family(build, lambda width: (batch, *arch.synthetic_sample(width, IMAGE_SIZE, TOKENS)))
+    return Family(
+        build, lambda width: (batch, *arch.synthetic_sample(width, IMAGE_SIZE, TOKENS)), arch.roles
+    )
 
 
 def _factory_family(
@@ -287,10 +296,12 @@ def measure(
             torch.manual_seed(seed)
             net = prepare(family.build(width))
             shape = family.shape(width)
+            roles = {"roles": family.roles, "width": width}
             if chosen is not None:
                 data = fit_batch(shape, seed) if chosen.data_dependent else None
-                apply(net, chosen, act, generator=run_generator(seed), data=data)
-            frame = _train(net.to(where), shape, seed, steps, OPTIMIZERS[optimizer], lr, where)
+                apply(net, chosen, act, generator=run_generator(seed), data=data, **roles)
+            step_of = OPTIMIZERS[optimizer](param_groups(net, chosen, lr, optimizer, **roles))
+            frame = _train(net.to(where), shape, seed, steps, step_of, where)
             frames.append(frame.assign(width=width))
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
@@ -317,14 +328,13 @@ def _train(
     shape: tuple[int, ...],
     seed: int,
     steps: int,
-    optimizer: Callable[..., torch.optim.Optimizer],
-    lr: float,
+    step_of: torch.optim.Optimizer,
     device: torch.device,
 ) -> pd.DataFrame:
-    """Statistics of one copy at initialization and after each of ``steps`` steps."""
+    """Statistics of one copy at initialization and after each of ``steps`` steps of
+    ``step_of``."""
     draw = run_generator(seed, Stream.TRAINING)
     x = torch.randn(shape, generator=draw).to(device)
-    step_of = optimizer(net.parameters(), lr=lr)
     recorder = Recorder(net, device, OUTPUTS)
     labels = None
     try:
