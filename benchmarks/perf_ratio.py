@@ -180,7 +180,7 @@ def floor(grid: Grid, device: torch.device) -> float:
             net = cell.arch.stack(
                 len(chunk), cell.depth, cell.width, cell.activation, inputs, device
             )
-            x, cotangent = initialize_runs(net, chunk, grid, inputs, None)
+            x, cotangent, _ = initialize_runs(net, chunk, grid, inputs, None)
             with torch.enable_grad():
                 out = net(x)
                 weights = [net.param(n) for n in net.names if n.endswith("weight")]

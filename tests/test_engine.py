@@ -132,7 +132,7 @@ def test_every_scheme_sees_the_same_probe_batch_and_cotangent_at_a_seed():
     inputs = grid.cell_inputs(cell)
     for rng in ("host", "device"):
         net = cell.arch.stack(len(runs), cell.depth, cell.width, cell.activation, inputs)
-        x, cotangent = initialize_runs(net, runs, grid, inputs, None, rng)
+        x, cotangent, _ = initialize_runs(net, runs, grid, inputs, None, rng)
         for r, run in enumerate(runs):
             first = next(i for i, other in enumerate(runs) if other.seed == run.seed)
             assert torch.equal(x[r], x[first]) and torch.equal(cotangent[r], cotangent[first])

@@ -14,7 +14,7 @@ from initbench.core.device import resolve_device
 from initbench.core.errors import UsageError
 from initbench.core.rng import run_generator
 from initbench.core.schemes import get_scheme
-from initbench.initialize import apply
+from initbench.initialize import apply, param_groups
 from initbench.sweeps.engine import compute_chunk, initialize_runs
 from initbench.sweeps.grid import Cell, Run
 from initbench.sweeps.train import batch_order, make_optimizer, train_stack
@@ -65,8 +65,10 @@ def test_stacked_ensemble_equals_training_each_run_alone(optimizer, arch, nets):
     x_train = model_arch.data_sample(data.x_train)
     for r, run in enumerate(runs):
         model = model_arch.build(3, 16, get_activation("relu"), inputs)
-        apply(model, run.cell.scheme, "relu", generator=run_generator(run.seed), fallback=True)
-        optimizer_ = make_optimizer(model.parameters(), grid, grid.lr)
+        generator = run_generator(run.seed)
+        apply(model, run.cell.scheme, "relu", generator=generator, fallback=True)
+        groups = param_groups(model, run.cell.scheme, grid.lr, optimizer, roles=model_arch.roles)
+        optimizer_ = make_optimizer(groups, grid, grid.lr)
         order = batch_order(run.seed, len(x_train), grid.train_steps, grid.train_batch_size)
         losses = []
         for step in range(grid.train_steps):  # the tutorial's loop
@@ -113,7 +115,7 @@ def test_same_seed_gives_identical_curves(tmp_path):
 
 def test_kaiming_learns_where_xavier_stalls_at_depth_30():
     """He et al. 2015, Fig. 3, with the default preset's training settings."""
-    default = initbench.preset("default")
+    default = initbench.preset("default").parts["mlp"]
     grid = Grid.from_dict(
         {
             "schemes": [

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING
 
 from initbench.core.errors import UsageError
 from initbench.core.ids import parse_id, parse_params
+from initbench.core.roles import ROLES
+
+# the scalars of a residual branch (initbench.archs.branch, which loads torch), by name
+BRANCH_ROLES = {"*.gate": "gate", "*.skip": "skip", "*.shift_in": "shift", "*.shift_out": "shift"}
 
 if TYPE_CHECKING:
     from initbench.archs.base import Arch, Inputs, Stacked  # noqa: F401
@@ -27,29 +31,47 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ArchEntry:
-    """A registered architecture: its name, where its class lives, its doc and parameters
-    (name -> default; a tuple lists the choices, its first item the default)."""
+    """A registered architecture: its name, where its class lives, its doc, parameters
+    (name -> default; a tuple lists the choices, its first item the default) and the role
+    of each of its parameters (parameter-name patterns, fnmatch, to a role of
+    :data:`~initbench.core.roles.ROLES`, or to one role per row block of a fused projection;
+    the first pattern that matches; weights no pattern names are the ``embedding`` (the
+    first), the ``readout`` (the last) or ``hidden``)."""
 
     name: str
     target: str  # "module:Class"
     doc: str
     params: dict[str, object] = field(default_factory=dict)
+    roles: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
 
     def load(self) -> type[Arch]:
         module, _, name = self.target.partition(":")
         cls = getattr(importlib.import_module(module), name)
-        cls.name, cls.doc, cls.params = self.name, self.doc, self.params
+        cls.name, cls.doc, cls.params, cls.roles = self.name, self.doc, self.params, self.roles
         return cls
 
 
 ARCHS: dict[str, ArchEntry] = {}
 
 
-def register_arch(name: str, target: str, doc: str, **params: object) -> None:
+def register_arch(
+    name: str,
+    target: str,
+    doc: str,
+    roles: dict[str, str | tuple[str, ...]] | None = None,
+    **params: object,
+) -> None:
     """Adds an architecture; a name can be registered once."""
     if name in ARCHS:
         raise ValueError(f"an architecture named {name!r} is already registered")
-    ARCHS[name] = ArchEntry(name, target, doc, params)
+    unknown = {r for role in (roles or {}).values() for r in _as_tuple(role)} - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; choose from {', '.join(ROLES)}")
+    ARCHS[name] = ArchEntry(name, target, doc, params, roles or {})
+
+
+def _as_tuple(role: str | tuple[str, ...]) -> tuple[str, ...]:
+    return role if isinstance(role, tuple) else (role,)
 
 
 def get_arch(arch_id: str | Arch) -> Arch:
@@ -122,25 +144,39 @@ def parse_model_id(arch_id: str) -> tuple[str, dict[str, str]] | None:
 
 
 def describe(entry: ArchEntry) -> dict[str, object]:
-    """An architecture's listing entry: name, parameters and defaults, doc."""
+    """An architecture's listing entry: name, parameters and defaults, doc, and the role of
+    its parameters (pattern -> role, or roles of a fused projection's row blocks)."""
     defaults = {k: v[0] if isinstance(v, tuple) else v for k, v in entry.params.items()}
-    return {"name": entry.name, "params": defaults, "doc": entry.doc}
+    roles = {k: list(v) if isinstance(v, tuple) else v for k, v in entry.roles.items()}
+    return {"name": entry.name, "params": defaults, "doc": entry.doc, "roles": roles}
 
+
+PLAIN_STACK = {"0.weight": "embedding", "*.bias": "bias"}  # then hidden layers, the readout
 
 register_arch(
     "mlp",
     "initbench.archs.mlp:MLP",
     "Linear + act per hidden layer, then a Linear readout (depth = hidden activations)",
+    roles=PLAIN_STACK,
 )
 register_arch(
     "cnn",
     "initbench.archs.cnn:CNN",
     "3x3 Conv2d (circular padding) + act per hidden layer, global average pool, Linear",
+    roles=PLAIN_STACK,
 )
 register_arch(
     "resmlp",
     "initbench.archs.resmlp:ResMLP",
     "residual stream of Linear blocks: x + alpha (W phi(norm(x)) + b); norm none or layer",
+    roles={
+        "stem.weight": "embedding",
+        "blocks.*.linear.weight": "mlp_out",
+        "head.weight": "readout",
+        "blocks.*.norm.*": "norm",
+        "*.bias": "bias",
+        **BRANCH_ROLES,
+    },
     norm=("none", "layer"),
     alpha=1.0,
 )
@@ -149,6 +185,14 @@ register_arch(
     "initbench.archs.resnet:ResNet",
     "residual stream of 3x3 conv blocks on images: x + alpha conv(phi(BN(x))); norm batch "
     "(batch statistics) or none",
+    roles={
+        "stem.weight": "embedding",
+        "blocks.*.conv.weight": "mlp_out",
+        "head.1.weight": "readout",
+        "blocks.*.norm.*": "norm",
+        "*.bias": "bias",
+        **BRANCH_ROLES,
+    },
     norm=("batch", "none"),
     alpha=1.0,
 )
@@ -157,6 +201,43 @@ register_arch(
     "initbench.archs.transformer:Transformer",
     "pre-LN encoder blocks on token sequences (attention, then an N-4N-N mlp with the "
     "activation), mean over tokens, Linear; heads of head_dim units",
+    roles={
+        "embed.weight": "embedding",
+        "blocks.*.self_attn.in_proj_weight": ("query", "key", "value"),
+        "blocks.*.self_attn.out_proj.weight": "attn_out",
+        "blocks.*.linear1.weight": "mlp_in",
+        "blocks.*.linear2.weight": "mlp_out",
+        "readout.weight": "readout",
+        "blocks.*.norm*": "norm",
+        "*bias": "bias",
+        **BRANCH_ROLES,
+    },
+    head_dim=64,
+)
+
+
+register_arch(
+    "gpt",
+    "initbench.archs.gpt:GPT",
+    "GPT-style decoder on token ids: token and position embeddings, causal self-attention "
+    "and N-4N-N mlp blocks (LayerNorm pre, post or none), a readout of next-token logits "
+    "(its own or tied to the embedding); heads of head_dim units",
+    roles={
+        "wte.weight": "embedding",
+        "wpe.weight": "position",
+        "blocks.*.attn.query.weight": "query",
+        "blocks.*.attn.key.weight": "key",
+        "blocks.*.attn.value.weight": "value",
+        "blocks.*.attn.out.weight": "attn_out",
+        "blocks.*.fc_in.weight": "mlp_in",
+        "blocks.*.fc_out.weight": "mlp_out",
+        "head.weight": "readout",
+        "*ln*": "norm",
+        "*.bias": "bias",
+        **BRANCH_ROLES,
+    },
+    norm=("pre", "post", "none"),
+    tie=False,
     head_dim=64,
 )
 

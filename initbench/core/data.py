@@ -1,9 +1,12 @@
 """Datasets: embedded ones that need no download, and torchvision's with explicit download.
 
 ``digits`` (scikit-learn, 8x8 images, shipped in the package) is the default. ``mnist1d`` is
-generated offline by the ``mnist1d`` package (1-D signals: mlp, resmlp and transformer). ``mnist``,
-``fashion_mnist`` and ``cifar10`` load through torchvision from ``data_dir`` and download
-only when asked. Inputs are standardised with training-set statistics, per channel.
+generated offline by the ``mnist1d`` package (1-D signals: mlp, resmlp and transformer).
+``chars`` is text that ships with Python: the source of a few modules of its standard
+library, as windows of characters whose targets are the next characters (the ``gpt``
+arch). ``mnist``, ``fashion_mnist`` and ``cifar10`` load through torchvision from
+``data_dir`` and download only when asked. Images and signals are standardised with
+training-set statistics, per channel.
 
 A dataset can also be a factory in a file, ``path/to/file.py:FACTORY``: called without
 arguments, it returns ``(x_train, y_train, x_test, y_test)``, tensors taken as they are
@@ -28,14 +31,31 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path("~/.cache/initbench/data").expanduser()
 DIGITS_TEST_FRACTION = 0.2
 SPLIT_SEED = 0
+# chars: these modules of the standard library, in 64-character windows (characters past
+# ASCII read as "?"), the last tenth of each module's windows held out for testing
+CHARS_MODULES = (
+    "argparse",
+    "difflib",
+    "textwrap",
+    "calendar",
+    "random",
+    "dataclasses",
+    "csv",
+    "copy",
+    "string",
+)
+CHARS_CONTEXT = 64
+CHARS_VOCAB = 128
+CHARS_TEST_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    sample: tuple[int, ...]  # one sample: (C, H, W) images, (C, L) 1-D signals
-    classes: int
+    sample: tuple[int, ...]  # one sample: (C, H, W) images, (C, L) 1-D signals, (T,) tokens
+    classes: int  # classes, or the vocabulary of a text
     source: str
+    kind: str = "images"  # images, signals (1-D) or text (token ids, a target per token)
     dtype: str = "float32"  # of the samples (a factory's may be integer token ids)
 
     @property
@@ -47,7 +67,16 @@ DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
         DatasetInfo("digits", (1, 8, 8), 10, "scikit-learn load_digits (shipped, no download)"),
-        DatasetInfo("mnist1d", (1, 40), 10, "mnist1d make_dataset (generated offline)"),
+        DatasetInfo("mnist1d", (1, 40), 10, "mnist1d make_dataset (generated offline)", "signals"),
+        DatasetInfo(
+            "chars",
+            (CHARS_CONTEXT,),
+            CHARS_VOCAB,
+            "the Python standard library's own source (argparse, difflib, textwrap, ...): "
+            "64-character windows, next-character targets (no download)",
+            kind="text",
+            dtype="int64",
+        ),
         DatasetInfo("mnist", (1, 28, 28), 10, "torchvision MNIST"),
         DatasetInfo("fashion_mnist", (1, 28, 28), 10, "torchvision FashionMNIST"),
         DatasetInfo("cifar10", (3, 32, 32), 10, "torchvision CIFAR10"),
@@ -76,8 +105,9 @@ def is_factory(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Standardised tensors: images ``(N, C, H, W)`` (1-D data: ``(N, C, L)``), int labels.
-    Each architecture turns samples into its own layout (``Arch.data_sample``)."""
+    """Standardised tensors: images ``(N, C, H, W)`` (1-D data: ``(N, C, L)``), int labels;
+    for text, token ids ``(N, T)`` and the next token of each ``(N, T)``. Each architecture
+    turns samples into its own layout (``Arch.data_sample``)."""
 
     info: DatasetInfo
     x_train: torch.Tensor
@@ -128,6 +158,34 @@ def _mnist1d() -> Dataset:
         np.random.set_state(state)  # make_dataset reseeds numpy's global generator
     return _standardise(
         data["x"][:, None], data["x_test"][:, None], data["y"], data["y_test"], DATASETS["mnist1d"]
+    )
+
+
+def _chars() -> Dataset:
+    import sysconfig
+
+    import torch
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train, test = [], []
+    for module in CHARS_MODULES:
+        path = root / f"{module}.py"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"dataset 'chars' reads {path}: {error.strerror}") from None
+        codes = torch.tensor(list(text.encode("ascii", errors="replace")))  # past ASCII: ?
+        windows = codes.unfold(0, CHARS_CONTEXT + 1, CHARS_CONTEXT)  # (n, T + 1)
+        held_out = max(1, round(len(windows) * CHARS_TEST_FRACTION))
+        train.append(windows[:-held_out])
+        test.append(windows[-held_out:])
+    train_windows, test_windows = torch.cat(train), torch.cat(test)
+    return Dataset(
+        DATASETS["chars"],
+        train_windows[:, :-1].contiguous(),
+        train_windows[:, 1:].contiguous(),
+        test_windows[:, :-1].contiguous(),
+        test_windows[:, 1:].contiguous(),
     )
 
 
@@ -189,7 +247,7 @@ def _from_factory(spec: str) -> Dataset:
         raise UsageError(f"{spec}: train and test samples differ in shape")
     classes = int(max(y_train.max(), y_test.max())) + 1
     dtype = str(x_train.dtype).removeprefix("torch.")
-    info = DatasetInfo(spec, tuple(x_train.shape[1:]), classes, "a factory in a file", dtype)
+    info = DatasetInfo(spec, tuple(x_train.shape[1:]), classes, "a factory in a file", dtype=dtype)
     return Dataset(info, x_train, y_train.long(), x_test, y_test.long())
 
 
@@ -212,4 +270,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         return _digits()
     if name == "mnist1d":
         return _mnist1d()
+    if name == "chars":
+        return _chars()
     return _torchvision(name, Path(data_dir or DEFAULT_DATA_DIR).expanduser(), download)

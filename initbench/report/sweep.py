@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.core import fmt
+from initbench.core.data import DATASETS
 from initbench.core.errors import UsageError
 from initbench.core.folders import atomic_write_csv_gz, stacked
 from initbench.report import rule
@@ -35,6 +36,9 @@ VERDICT_COLUMNS = [
     "recommended",
     "group",
 ]
+
+
+TEXTS = {name for name, info in DATASETS.items() if info.kind == "text"}
 
 
 def did_train(results: Results) -> bool:
@@ -75,6 +79,7 @@ def sweep_page(
         trained,
         float(grid.get("target_accuracy", 0.8)),
         int(grid.get("train_steps") or 0),
+        grid.get("dataset") in TEXTS,
     )
     figures = all_figures(ctx, figures_dir)
     columns, rows = matrix(verdicts, trained, results.meta.get("grid"))

@@ -23,6 +23,7 @@ from initbench.core.data import Dataset
 from initbench.core.device import free_memory, is_out_of_memory
 from initbench.core.fill import finish_orthogonal
 from initbench.core.rng import Stream, device_generator, run_generator
+from initbench.core.roles import SETTING_DEFAULTS, Site
 from initbench.initialize import fitter
 from initbench.measure import histograms, jacobian
 from initbench.measure.probe import ProbeResult, probe
@@ -35,7 +36,7 @@ from initbench.sweeps.schema import (
     THEORY_COLUMNS,
     cell_rows,
 )
-from initbench.sweeps.store import Records
+from initbench.sweeps.store import RECORD_TABLES, Records
 
 # the run's generator streams: weights (and biases), training's data order, a data-dependent
 # scheme's fitting batch, the probe batch and cotangent (the same for every scheme: paired)
@@ -63,10 +64,10 @@ def compute_chunk(
     Runs the scheme cannot take are ``skipped``; an out-of-memory error marks the chunk
     ``oom`` and any other error ``failed``, each with a reason, so the sweep goes on.
     """
-    shapes = grid.shapes(runs[0].cell)
+    sites = grid.sites(runs[0].cell)
     todo, skipped, reasons = [], [], []
     for run in runs:
-        reason = run.cell.scheme.not_applicable(shapes[0])
+        reason = run.cell.scheme.not_applicable_to(sites)
         (skipped if reason else todo).append(run)
         if reason:
             reasons.append(f"not applicable: {reason}")
@@ -75,7 +76,7 @@ def compute_chunk(
         progress.update(len(skipped))
     if todo:
         try:
-            records = records + _compute(todo, grid, device, dataset, shapes, progress, rng)
+            records = records + _compute(todo, grid, device, dataset, sites, progress, rng)
         except Exception as error:
             oom = is_out_of_memory(error)
             if oom:
@@ -99,14 +100,15 @@ def initialize_runs(
     inputs: Inputs,
     dataset: Dataset | None,
     rng: str = "host",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, dict[int, str]]:
     """Draws each run's weights, biases, probe batch and cotangent, then fits
     data-dependent schemes on a batch of their own.
 
     Each run has its own generators, seeded from its seed: one draws the weights (model
     order), then the biases (when ``bias_var > 0``); another the probe batch (unless it is a
     dataset's), then the cotangent, so every scheme sees the same batch and cotangent at a
-    seed (comparisons between schemes are paired). With ``rng="host"`` they are CPU
+    seed (comparisons between schemes are paired; synthetic token ids have no pairs).
+    With ``rng="host"`` they are CPU
     generators (the numbers are the same on every device); with ``"device"`` generators on
     the compute device (the same distributions, other numbers, no host copy).
     Runs draw in parallel threads when they draw on the CPU, and orthogonal weights take
@@ -115,12 +117,15 @@ def initialize_runs(
     is measured on the probe batch like any other.
 
     Returns:
-        The stacked probe batch ``(R, B, *sample)`` and cotangent ``(R, B, classes)``.
+        The stacked probe batch ``(R, B, *sample)`` and cotangent ``(R, B, *outputs)``, and
+        the runs whose scheme's fitter cannot differentiate the network (MetaInit's third
+        derivatives through a batch norm), with the reason.
     """
     device = net.device
     draw_on = torch.device("cpu") if rng == "host" else device
     batch = grid.batch_size
-    out_sample = runs[0].cell.arch.output_sample(inputs, batch)
+    arch = runs[0].cell.arch
+    out_sample = arch.output_sample(inputs, batch)
     host = None
     if draw_on != device:  # draw on the CPU, then copy: the same numbers everywhere
         host = {name: torch.empty(net.param(name).shape) for name in net.names}
@@ -138,8 +143,8 @@ def initialize_runs(
             )
         net.initialize(r, run.cell.scheme, weights, run.cell.bias_var, host, deferred[r])
         if dataset is None:
-            x = torch.randn(batch, *inputs.sample, generator=data, device=draw_on)
-            xs[r] = correlate_pairs(x, grid.input_corr)
+            x = arch.draw_inputs(batch, inputs, data, draw_on)
+            xs[r] = correlate_pairs(x, grid.input_corr) if x.is_floating_point() else x
         cotangents[r] = torch.randn(batch, *out_sample, generator=data, device=draw_on)
 
     threads = torch.get_num_threads()
@@ -166,15 +171,23 @@ def initialize_runs(
     else:
         data = runs[0].cell.arch.data_sample(dataset.x_train[:batch]).to(device)
         x = data.unsqueeze(0).expand(len(runs), *data.shape)
-    fitted: dict[str, list[int]] = {}  # each fitter's runs
+    fitted: dict[str, list[int]] = {}  # each data-dependent scheme's runs
     for r, run in enumerate(runs):
         if run.cell.scheme.data_dependent:
-            fitted.setdefault(str(run.cell.scheme.fitter), []).append(r)
+            fitted.setdefault(run.cell.scheme.id, []).append(r)
+    unfitted: dict[int, str] = {}
     if fitted:
-        batch = fit_batch(runs, grid, inputs, dataset).to(device)
+        fit_x, fit_y = (t.to(device) for t in fit_batch(runs, grid, inputs, dataset))
         for fit in fitted.values():
-            fitter(runs[fit[0]].cell.scheme).fit_stack(net, batch, fit)
-    return x, torch.stack(cotangents).to(device)
+            scheme = runs[fit[0]].cell.scheme
+            try:
+                fitter(scheme).fit_stack(net, fit_x, fit_y, fit, scheme)
+            except RuntimeError as error:  # an op lacks the derivatives the fitter takes
+                if is_out_of_memory(error):
+                    raise
+                reason = f"{scheme.id} cannot fit this network: {error}".splitlines()[0]
+                unfitted.update(dict.fromkeys(fit, reason))
+    return x, torch.stack(cotangents).to(device), unfitted
 
 
 def correlate_pairs(x: torch.Tensor, corr: float) -> torch.Tensor:
@@ -188,23 +201,27 @@ def correlate_pairs(x: torch.Tensor, corr: float) -> torch.Tensor:
 
 def fit_batch(
     runs: Sequence[Run], grid: Grid, inputs: Inputs, dataset: Dataset | None
-) -> torch.Tensor:
-    """Each run's own batch for data-dependent schemes ``(R, B, *sample)``: standard normal,
-    or training samples after the probe batch, drawn from the run's fit stream."""
-    batches = []
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each run's own batch for data-dependent schemes, ``(R, B, *sample)``, and its
+    targets ``(R, B, ...)``: synthetic inputs (standard normal, or token ids) and random
+    classes, or training samples after the probe batch and their labels, drawn from the
+    run's fit stream."""
+    xs, ys = [], []
     for run in runs:
         generator = run_generator(run.seed, Stream.FIT)
+        arch = run.cell.arch
         if dataset is None:
-            batches.append(torch.randn(grid.batch_size, *inputs.sample, generator=generator))
+            cpu = torch.device("cpu")
+            xs.append(arch.draw_inputs(grid.batch_size, inputs, generator, cpu))
+            targets = (grid.batch_size, *arch.output_sample(inputs, grid.batch_size)[:-1])
+            ys.append(torch.randint(inputs.classes, targets, generator=generator))
             continue
-        pool = (
-            dataset.x_train[grid.batch_size :]
-            if len(dataset.x_train) > 2 * grid.batch_size
-            else dataset.x_train
-        )
-        index = torch.randperm(len(pool), generator=generator)[: grid.batch_size]
-        batches.append(run.cell.arch.data_sample(pool[index]))
-    return torch.stack(batches)
+        start = grid.batch_size if len(dataset.x_train) > 2 * grid.batch_size else 0
+        index = start + torch.randperm(len(dataset.x_train) - start, generator=generator)
+        index = index[: grid.batch_size]
+        xs.append(arch.data_sample(dataset.x_train[index]))
+        ys.append(dataset.y_train[index])
+    return torch.stack(xs), torch.stack(ys)
 
 
 def _compute(
@@ -212,7 +229,7 @@ def _compute(
     grid: Grid,
     device: torch.device,
     dataset: Dataset | None,
-    shapes: list[tuple[int, ...]],
+    sites: list[Site],
     progress: Progress | None,
     rng: str = "host",
 ) -> Records:
@@ -224,14 +241,14 @@ def _compute(
         progress.set_postfix_str(f"{label}: probe", refresh=False)
     start = time.perf_counter()
     net = cell0.arch.stack(len(runs), cell0.depth, cell0.width, cell0.activation, inputs, device)
-    x, cotangent = initialize_runs(net, runs, grid, inputs, dataset, rng)
+    x, cotangent, unfitted = initialize_runs(net, runs, grid, inputs, dataset, rng)
     result = probe(net, x, cotangent, hists=grid.histograms)
     probe_seconds = (time.perf_counter() - start) / len(runs)
     share = probe_share(grid, cell0)
     if progress is not None:
         progress.update(len(runs) * share)
     ids = [r.id for r in runs]
-    predicted = _predictions(runs, grid, inputs, dataset, shapes, result)
+    predicted = _predictions(runs, grid, inputs, dataset, sites, result)
     columns = _probe_columns(runs, grid, inputs, result, predicted, rng) | {
         "probe_seconds": probe_seconds
     }
@@ -245,7 +262,7 @@ def _compute(
         if progress is not None:
             progress.set_postfix_str(f"{label}: train", refresh=False)
         curves = _train(net, runs, dataset, grid, progress, share, columns, result.finite)
-    return Records(
+    records = Records(
         cell_rows(runs, str(device), **columns),
         _layer_rows(ids, cell0.depth, result.stats, predicted, net.layer_labels()),
         curves,
@@ -254,6 +271,24 @@ def _compute(
         else pd.DataFrame(columns=HIST_COLUMNS),
         spectra,
     )
+    return _skip(records, runs, unfitted, device) if unfitted else records
+
+
+def _skip(
+    records: Records, runs: Sequence[Run], reasons: dict[int, str], device: torch.device
+) -> Records:
+    """The records with the runs of ``reasons`` (by index) ``skipped``: their rows dropped,
+    their ``cells`` rows saying why."""
+    dropped = {runs[r].id for r in reasons}
+    kept = Records(
+        *(
+            frame[~frame["run_id"].isin(dropped)] if "run_id" in frame else frame
+            for frame in (getattr(records, t) for t in RECORD_TABLES)
+        )
+    )
+    skipped = [runs[r] for r in reasons]
+    why = [f"not applicable: {reason}" for reason in reasons.values()]
+    return kept + Records(cell_rows(skipped, str(device), status="skipped", reason=why))
 
 
 Prediction = tuple[dict[str, list[float]], dict[str, float]]  # per layer, depth scales
@@ -264,14 +299,14 @@ def _predictions(
     grid: Grid,
     inputs: Inputs,
     dataset: Dataset | None,
-    shapes: list[tuple[int, ...]],
+    sites: list[Site],
     result: ProbeResult,
 ) -> list[Prediction]:
     """Each run's mean-field prediction, for the input it saw (its second moment and its
     pairs' correlation)."""
     q0 = 1.0 if dataset is None else float(result.input_second_moment[0])
     c0 = grid.input_corr if dataset is None else float(result.input_corr[0])
-    return [_theory(r.cell, tuple(shapes), inputs, round(q0, 6), round(c0, 6)) for r in runs]
+    return [_theory(r.cell, tuple(sites), inputs, round(q0, 6), round(c0, 6)) for r in runs]
 
 
 def _probe_columns(
@@ -391,14 +426,23 @@ def probe_share(grid: Grid, cell: Cell) -> float:
 @functools.lru_cache(maxsize=4096)
 def _theory(
     cell: Cell,
-    shapes: tuple[tuple[int, ...], ...],
+    sites: tuple[Site, ...],
     inputs: Inputs,
     second_moment: float,
     input_corr: float,
 ) -> Prediction:
-    """A cell's per-layer predictions and depth scales (cached: seeds share them)."""
+    """A cell's per-layer predictions and depth scales (cached: seeds share them); none
+    where its scheme moves a residual branch's scalar (a gate, skip or shift) from its
+    default, which the mean-field maps do not follow."""
     act = cell.activation
-    weights = [(s, cell.scheme.variance(s, act)) for s in shapes]
+    weights = [(s.shape, cell.scheme.variance(s, act)) for s in sites]
+    parts = cell.arch.parts(cell.depth, cell.width, act, inputs)
+    moved = any(
+        (value := cell.scheme.setting(site)) is not None and value[0] != SETTING_DEFAULTS[site.role]
+        for site in parts.setting_sites
+    )
+    if moved:
+        weights = [(shape, math.nan) for shape, _ in weights]
     per_layer = cell.arch.theory(act, weights, cell.bias_var, inputs, second_moment, input_corr)
     q1 = per_layer.get("theory_pre_var", [1.0])[0]
     scales = cell.arch.depth_scales(act, weights, cell.bias_var, q1 if math.isfinite(q1) else 1.0)

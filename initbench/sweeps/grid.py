@@ -15,7 +15,9 @@ from initbench.archs import check_arch_id, get_arch, parse_model_id
 from initbench.core.activations import Activation, get_activation
 from initbench.core.errors import UsageError
 from initbench.core.ids import format_value, shape_text
-from initbench.core.schemes import Scheme, expand_schemes
+from initbench.core.roles import Site
+from initbench.core.scheme import Scheme
+from initbench.core.schemes import expand_schemes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -230,7 +232,7 @@ class Grid:
         if self.dataset is not None:
             inputs = self.inputs(arch, max(self.widths))  # refuses a layout it cannot give
             out = arch.output_sample(inputs, self.batch_size)
-            if self.train_steps and out != (inputs.classes,):
+            if self.train_steps and out[-1:] != (inputs.classes,):
                 raise UsageError(
                     f"arch {arch.id} outputs {shape_text(out)} values per sample; training "
                     f"on {self.dataset} needs {inputs.classes} class scores"
@@ -303,7 +305,12 @@ class Grid:
 
     def inputs(self, arch: Arch, width: int) -> Inputs:
         """What a network of this grid sees: standard-normal samples of its width (and
-        as many outputs), or the dataset's samples and classes."""
+        as many outputs; token ids of a vocabulary of its width for an arch on text), or
+        the dataset's samples and classes.
+
+        Raises:
+            UsageError: a text for an arch on vectors or images, or the reverse.
+        """
         from initbench.archs.base import Inputs
 
         if self.dataset is None:
@@ -311,37 +318,61 @@ class Grid:
         from initbench.core.data import check_dataset_name
 
         info = check_dataset_name(self.dataset)
+        if (info.kind == "text") != arch.tokens:
+            takes = "token ids (a text: chars)" if arch.tokens else "vectors or images"
+            raise UsageError(f"{arch.id} takes {takes}; dataset {info.name!r} is {info.kind}")
         return Inputs(arch.data_shape(info.sample), info.classes, info.dtype)
 
     def cell_inputs(self, cell: Cell) -> Inputs:
         return self.inputs(cell.arch, cell.width)
 
-    def shapes(self, cell: Cell) -> list[tuple[int, ...]]:
-        """The shape of every weight of a cell's network, in model order."""
-        return cell.arch.weight_shapes(
+    def sites(self, cell: Cell) -> list[Site]:
+        """The site (role, block, shape) of every weight of a cell's network, in model
+        order."""
+        return cell.arch.weight_sites(
             cell.depth, cell.width, cell.activation, self.cell_inputs(cell)
         )
 
     def weight_signatures(self) -> pd.DataFrame:
         """Per cell: ``cell_id`` and ``weights``, what fixes the distribution of every
-        weight of its network (:meth:`~initbench.core.schemes.Scheme.signature` on each
-        weight shape, in model order, each shape once; its own id where the scheme cannot
-        fill the shape). Two schemes of one cell draw the same weights exactly when their
-        ``weights`` are equal."""
+        weight of its network (:meth:`~initbench.core.scheme.Scheme.signature` on each
+        weight, in model order: once per shape where every weight of a shape has one
+        distribution, else once per weight; its own id where the scheme cannot fill the
+        weight), and the residual branches' scalars a recipe sets. Two schemes of one cell
+        draw the same weights exactly when their ``weights`` are equal."""
         import pandas as pd
 
         rows = []
         for cell in self.cells():
-            shapes = dict.fromkeys(self.shapes(cell))
-            signature = tuple(
+            scheme = cell.scheme
+            sites = self.sites(cell)
+            reason = scheme.not_applicable_to(sites)
+            if reason:  # every run of the cell is skipped: it shares no group
+                rows.append((cell.id, repr((("not applicable", scheme.id),))))
+                continue
+            signed = [
                 # a scheme that cannot fill a weight shares no group (the weight gets
                 # torch's default, or the run fails)
-                ("not applicable", cell.scheme.id)
-                if cell.scheme.not_applicable(shape)
-                else cell.scheme.signature(shape, cell.activation)
-                for shape in shapes
+                (
+                    site.shape,
+                    ("not applicable", scheme.id)
+                    if scheme.at(site).not_applicable(site.shape)
+                    else scheme.signature(site, cell.activation),
+                )
+                for site in sites
+            ]
+            by_shape = dict(signed)
+            if len(set(signed)) == len(by_shape):  # one distribution per shape
+                signature = tuple(by_shape.values())
+            else:
+                signature = tuple(sig for _, sig in signed)
+            parts = cell.arch.parts(cell.depth, cell.width, cell.activation, self.cell_inputs(cell))
+            scalars = tuple(
+                (site.role, site.block, *value)
+                for site in parts.setting_sites
+                if (value := scheme.setting(site)) is not None
             )
-            rows.append((cell.id, repr(signature)))
+            rows.append((cell.id, repr(signature + ((("scalars", scalars),) if scalars else ()))))
         return pd.DataFrame(rows, columns=["cell_id", "weights"]).astype("string")
 
     def flops_per_run(self, cell: Cell) -> float:

@@ -45,7 +45,9 @@ def plan_chunks(runs: Sequence[Run], grid: Grid, device: torch.device) -> list[l
         batch = max(grid.batch_size, grid.train_batch_size if grid.train_steps else 0)
         activations = cell.arch.activation_elements(cell.depth, cell.width, inputs)
         per_run = BYTES_PER_ACTIVATION * batch * activations
-        per_run += 4 * 4 * sum(math.prod(s) for s in grid.shapes(cell))  # weights, grads, state
+        per_run += (
+            4 * 4 * sum(math.prod(s.shape) for s in grid.sites(cell))
+        )  # weights, grads, state
         size = int(max(1, min(most, budget // max(per_run, 1))))
         chunks += [group[i : i + size] for i in range(0, len(group), size)]
     random.Random(0).shuffle(chunks)  # any first chunks are a sample of the grid: see Estimate

@@ -14,15 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from initbench.archs import Stacked
+from initbench.archs.base import per_run_loss
 from initbench.core.data import Dataset
 from initbench.core.device import synchronize
 from initbench.core.rng import Stream, run_generator
 from initbench.sweeps.grid import Grid, Run
 
-EVAL_BATCH = 1024
+EVAL_BATCH = 1024  # samples per evaluation batch
+EVAL_TOKENS = 16_384  # targets per evaluation batch, where a sample has a target per token
+INITIAL_TARGETS = 65_536  # step 0's training loss: on the training split's first ones
 
 
 def batch_order(seed: int, n: int, steps: int, batch_size: int) -> torch.Tensor:
@@ -96,26 +98,35 @@ def best_of(results: Sequence[TrainResult]) -> tuple[TrainResult, np.ndarray]:
     return TrainResult(results[0].steps, *map(pick, curves), seconds), best
 
 
-def _per_run_loss(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and number correct per run; ``out`` is (R, B, C), ``y`` (R, B)."""
-    loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
-    correct = (out.argmax(-1) == y).float().sum(1)
-    return loss.mean(1), correct
-
-
 @torch.no_grad()
 def evaluate(net: Stacked, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test loss and accuracy per run (``model.eval()`` + ``torch.no_grad()``)."""
+    """Test loss and accuracy per run (``model.eval()`` + ``torch.no_grad()``), in batches
+    of ``EVAL_BATCH`` samples (of ``EVAL_TOKENS`` targets, for a target per token)."""
     net.eval()
     loss_sum = torch.zeros(net.runs, device=x.device)
     correct = torch.zeros(net.runs, device=x.device)
-    for start in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+    per_sample = y[0].numel()
+    size = EVAL_BATCH if per_sample == 1 else max(1, EVAL_TOKENS // per_sample)
+    for start in range(0, len(x), size):
+        xb, yb = x[start : start + size], y[start : start + size]
         out = net(xb.unsqueeze(0).expand(net.runs, *xb.shape))
-        loss, hits = _per_run_loss(out, yb.unsqueeze(0).expand(net.runs, -1))
+        loss, hits = per_run_loss(out, yb.unsqueeze(0).expand(net.runs, *yb.shape))
         loss_sum += loss * len(xb)
         correct += hits
     return loss_sum / len(x), correct / len(x)
+
+
+def scaled_step(optimizer: torch.optim.Optimizer, scales: dict[torch.Tensor, torch.Tensor]) -> None:
+    """An optimizer step in which each parameter of ``scales`` moves by its step times its
+    scale (broadcast over runs): a learning rate scaled per parameter and run, exactly, for
+    the element-wise optimizers (SGD with momentum, Adam); a scale of 0 keeps the
+    parameter where it is."""
+    before = {p: p.detach().clone() for p in scales}
+    optimizer.step()
+    with torch.no_grad():
+        for p, scale in scales.items():
+            step = (p - before[p]) * scale
+            p.copy_(torch.where(scale == 0, before[p], before[p] + step))
 
 
 def train_stack(
@@ -137,6 +148,8 @@ def train_stack(
     steps, batch = grid.train_steps, grid.train_batch_size
     order = torch.stack([batch_order(r.seed, len(x_train), steps, batch) for r in runs]).to(device)
     optimizer = make_optimizer(net.parameters(), grid, lr)
+    scales = net.lr_scales([r.cell.scheme for r in runs], grid.optimizer)
+    unit = 1 / math.log(2) if dataset.info.kind == "text" else 1.0  # bits per token
     diverged = torch.full((net.runs,), -1, dtype=torch.long, device=device)
     loss_sum = torch.zeros(net.runs, device=device)
     correct_sum = torch.zeros(net.runs, device=device)
@@ -147,9 +160,10 @@ def train_stack(
         test_loss, test_acc = evaluate(net, x_test, y_test)
         if seen:
             train = (loss_sum / seen, correct_sum / (seen * batch))
-        else:  # before training: the loss of the initial weights on the training set
-            train = evaluate(net, x_train, y_train)
-        logs.append(torch.stack([*train, test_loss, test_acc]))
+        else:  # before training: the initial weights' loss on (the start of) the training set
+            first = max(1, INITIAL_TARGETS // y_train[0].numel())
+            train = evaluate(net, x_train[:first], y_train[:first])
+        logs.append(torch.stack([train[0] * unit, train[1], test_loss * unit, test_acc]))
         logged_steps.append(step)
         loss_sum.zero_()
         correct_sum.zero_()
@@ -163,11 +177,11 @@ def train_stack(
         idx = order[:, step]
         optimizer.zero_grad()
         out = net(x_train[idx])
-        loss, correct = _per_run_loss(out, y_train[idx])
+        loss, correct = per_run_loss(out, y_train[idx])
         bad = ~torch.isfinite(loss)
         diverged.masked_fill_(bad & (diverged < 0), step + 1)
         loss.masked_fill(bad, 0.0).sum().backward()
-        optimizer.step()
+        scaled_step(optimizer, {net.param(name): scale for name, scale in scales.items()})
         loss_sum += loss.detach()
         correct_sum += correct
         seen += 1

@@ -69,6 +69,7 @@ class Context:
     trained: bool
     target: float
     budget: int = 0  # training steps per run
+    text: bool = False  # trained on a text: losses are in bits per character
 
     def __post_init__(self) -> None:
         for frame in (self.cells, self.verdicts):

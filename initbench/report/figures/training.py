@@ -63,6 +63,8 @@ def draw_curves(ctx: Context, name: str, keys: dict, table: pd.DataFrame, groups
     from matplotlib.lines import Line2D
 
     _, ylabel, title = CURVES[name]
+    if name == "loss" and ctx.text:
+        ylabel = "training loss, bits per character (log scale)"
     colors = ctx.palette(groups)
     fig, panels = depth_panels(setup(), table, "step")
     for ax, _, _, panel in panels:
