@@ -191,3 +191,32 @@ register(
     "Xiao, Bahri, Sohl-Dickstein, Schoenholz, Pennington. Dynamical Isometry and a Mean "
     "Field Theory of CNNs. ICML 2018 (Sections 4-5, Figures 1 and 4).",
 )
+register(
+    "fixup2019",
+    "Fixup trains a residual network of depth 100 without normalization; He's "
+    "initialization diverges or stalls at the same learning rate.",
+    "Zhang, Dauphin, Ma. Fixup Initialization: Residual Learning Without Normalization. "
+    "ICLR 2019 (Section 4).",
+)
+register(
+    "mup2021",
+    "Under muP the coordinates of every layer keep their size as the network widens, "
+    "during training too; under the standard parametrization they grow with width.",
+    "Yang et al. Tensor Programs V: Tuning Large Neural Networks via Zero-Shot "
+    "Hyperparameter Transfer. NeurIPS 2021 (Section 6, the coordinate check).",
+)
+register(
+    "gpt2_scaled",
+    "The residual stream's variance at initialization grows with depth unless the "
+    "residual projections are scaled by 1/sqrt(2L), as GPT-2 does; with the scaling it "
+    "stays bounded.",
+    "Radford, Wu, Child, Luan, Amodei, Sutskever. Language Models are Unsupervised "
+    "Multitask Learners. 2019 (Section 2.3).",
+)
+register(
+    "deepnet2022",
+    "A deep post-LN transformer trains with DeepNorm and diverges or stalls without it at "
+    "the same learning rate.",
+    "Wang, Ma, Dong, Huang, Zhang, Wei. DeepNet: Scaling Transformers to 1,000 Layers. "
+    "2022 (Sections 3-4).",
+)
