@@ -100,6 +100,7 @@ def _listing(what: Listing) -> list[dict[str, object]]:
                 "variants": [s.id for s in expand_schemes([name])],
                 "takes_gain": family.takes_gain,
                 "doc": family.doc,
+                "paper": family.paper,
             }
             for name, family in FAMILIES.items()
         ]
@@ -354,6 +355,56 @@ def probe(
     page = report(results)
     typer.echo(findings(results))
     done(f"module statistics in {folder / 'modules.parquet'}; page in {page}")
+
+
+@app.command()
+def audit(
+    model: Annotated[
+        str, typer.Argument(help="torchvision:NAME or path/to/file.py:FACTORY.", metavar="MODEL")
+    ],
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="The scheme the weights should have (default: the best match)."),
+    ] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(metavar="GLOB=ROLE", help="A weight's role, by name pattern; repeatable."),
+    ] = None,
+    activation: Annotated[str, typer.Option(help="What matched gains refer to.")] = "relu",
+    model_arg: ModelArgs = None,
+    out: Annotated[Path | None, typer.Option(help="Default: results/audit-<model name>.")] = None,
+) -> None:
+    """Check a model's initialization, weight by weight, against a recipe.
+
+    Exit code 1 when a weight is off (docs/cli.md says when), 0 otherwise.
+    """
+    from initbench.core.models import model_name
+    from initbench.studies.audit import audit_folder
+
+    folder = out or Path("results") / f"audit-{model_name(model)}"
+    result = audit_folder(
+        model,
+        folder,
+        recipe=recipe,
+        roles=role or [],
+        model_args=model_arg or [],
+        activation=activation,
+    )
+    from initbench.report import report
+
+    page = report(folder)
+    how = "the best match" if result.best_match else "given"
+    typer.echo(f"{model} against {result.scheme} ({how})")
+    typer.echo(result.terminal())
+    for line in result.findings():
+        typer.echo(f"off: {line}")
+    weights = int((result.table["intended"] != "").sum())
+    done(
+        f"{len(result.off)} of {weights} weights off; table in {folder / 'params.parquet'}; "
+        f"page in {page}"
+    )
+    if result.off:
+        raise typer.Exit(1)
 
 
 @app.command()
