@@ -15,6 +15,7 @@ CLI_CALLS = [
     "initbench.sweeps.grid:read_toml",
     "initbench.sweeps.presets:get_preset",
     "initbench.studies.probe:probe_folder",
+    "initbench.studies.audit:audit_folder",
     "initbench.studies.coord:coord_folder",
     "initbench.studies.coord:parse_widths",
     "initbench.core.models:model_name",
