@@ -279,7 +279,7 @@ def test_part_needs_a_preset_with_that_part():
     from tests.cli import assert_usage_error
 
     assert_usage_error(run_cli("sweep", "--preset", "atlas", "--part", "nope"), "no part 'nope'")
-    assert_usage_error(run_cli("sweep", "--preset", "quick", "--part", "mlp"), "--part needs")
+    assert_usage_error(run_cli("sweep", "--preset", "full", "--part", "mlp"), "--part needs")
 
 
 def test_every_grid_field_is_an_option_of_the_sweep_command():
