@@ -10,7 +10,8 @@ from initbench.archs import get_arch
 from initbench.core.activations import get_activation
 from initbench.core.rng import Stream, run_generator
 from initbench.core.schemes import get_scheme
-from initbench.initialize import fitter
+from initbench.initialize import fitter, metainit
+from initbench.initialize.scales import stacked_objective
 from initbench.sweeps.engine import compute_chunk, fit_batch, initialize_runs
 from initbench.sweeps.grid import Cell, Run
 
@@ -36,8 +37,11 @@ def test_each_fitter_lowers_its_own_objective(scheme, arch):
     x, y = fit_batch(runs, grid, inputs, None)
     trace = fitter(get_scheme(scheme)).fit_stack(net, x, y, [0, 1], get_scheme(scheme))
     assert len(trace) == 8 + 1  # the budget its id records, and the end
-    if scheme.startswith("metainit"):  # the gradient quotient
-        assert trace[-1] < trace[0], trace
+    if scheme.startswith("metainit"):  # the gradient quotient, of the scales kept
+        assert trace[-1] < trace[0] and trace[-1] <= min(trace[:-1]), trace
+        scales, loss = stacked_objective(net, x, y)  # the written weights, scales at 1
+        written = metainit.quotient(scales, loss, x.shape[1])[[0, 1]].mean().item()
+        assert written == pytest.approx(trace[-1], rel=1e-4)
     else:  # a lower loss after the first step, the gradient's norm within its bound
         (norm, after), (last_norm, last_after) = trace[0], trace[-1]
         assert last_after < after and last_norm <= max(norm, 1.0), trace

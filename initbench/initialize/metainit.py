@@ -11,7 +11,8 @@ its sign (the reference code's ``gradient_quotient``). The scales move by Adam, 
 reference code (``zhuchen03/gradinit``'s ``metainit``; the paper's Algorithm 1 uses signSGD
 with momentum, which at a few steps overshoots the quotient's narrow minimum), on each
 run's own batch (the fit stream, never the probe batch), for ``steps`` steps, the budget
-its id records.
+its id records. The quotient is not convex in the scales and a step can raise it: each run
+keeps the scales with the lowest quotient seen along the way (the start's included).
 """
 
 from __future__ import annotations
@@ -48,19 +49,28 @@ def quotient(scales: Scales, loss, batch: int) -> torch.Tensor:
 
 @torch.enable_grad()  # apply() initializes under no_grad
 def fit(scales: Scales, loss, batch: int, runs: list[int] | None, steps: int) -> list[float]:
-    """``steps`` Adam steps on the scales; returns the fitted runs' mean quotient before
-    every step and once more at the end."""
+    """``steps`` Adam steps on the scales, each run then set to its scales of lowest
+    quotient; returns the fitted runs' mean quotient before every step, and that of the
+    kept scales at the end."""
     chosen = torch.tensor(runs if runs is not None else [0], device=scales.alpha.device)
     optimizer = torch.optim.Adam([scales.alpha], lr=LR)
-    trace = []
+    trace, kept = [], scales.alpha.detach().clone()
+    best = torch.full((len(kept),), torch.inf, device=kept.device)
     for step in range(steps + 1):
-        value = quotient(scales, loss, batch)[chosen]
-        trace.append(value.mean().item())
+        value = quotient(scales, loss, batch)
+        with torch.no_grad():
+            better = value < best
+            best = torch.where(better, value, best)
+            kept[better] = scales.alpha[better]
         if step == steps:
             break
+        trace.append(value[chosen].mean().item())
         optimizer.zero_grad()
-        value.sum().backward()
+        value[chosen].sum().backward()
         optimizer.step()
+    with torch.no_grad():
+        scales.alpha.copy_(kept)
+    trace.append(best[chosen].mean().item())
     return trace
 
 
