@@ -75,3 +75,9 @@ def test_a_layer_stack_is_counted_as_each_layer_alone(lengths):
             np.testing.assert_array_equal(
                 found[quantity][:, i].numpy(), numpy_counts(layer, bounds)
             )
+
+
+def test_histograms_are_taken_at_up_to_five_layers_first_to_last():
+    assert histograms.layers(3) == [1, 2, 3]
+    assert histograms.layers(5) == [1, 2, 3, 4, 5]
+    assert histograms.layers(50) == [1, 13, 26, 38, 50]

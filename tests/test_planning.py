@@ -161,7 +161,9 @@ def test_a_grid_too_long_for_its_first_chunks_is_refused_and_they_are_kept(
     from initbench.core.errors import UsageError
     from initbench.sweeps import run
 
-    monkeypatch.setattr(run, "estimate_seconds", lambda *args: 0.0)  # the matmul rate agrees
+    monkeypatch.setattr(
+        run, "estimate_seconds", lambda *args, **kwargs: 0.0
+    )  # the matmul rate agrees
     monkeypatch.setattr(run, "LARGE_GRID_SECONDS", 1e-6)
     computed = counting(monkeypatch)
     with pytest.raises(UsageError, match=r"as its first \d+ took; pass --yes"):
@@ -171,3 +173,17 @@ def test_a_grid_too_long_for_its_first_chunks_is_refused_and_they_are_kept(
     assert len(initbench.load(tmp_path / "s").cells) == len(piloted)
     initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False, yes=True)
     assert sorted(computed) == sorted(run.id for run in SMALL.runs())  # the pilot's, kept
+
+
+def test_a_grid_that_no_device_takes_hours_over_is_not_timed_on_the_matmuls(tmp_path, monkeypatch):
+    """The large-grid guard measures the matmul rate only where even the slowest rate
+    would pass the limit (a fifth of a second a sweep saves)."""
+    import initbench
+    from initbench.sweeps import planning
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the matmul rate was measured")
+
+    monkeypatch.setattr(planning, "matmul_flops", refuse)
+    initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
+    assert planning.estimate_seconds(SMALL, None, measure=False) < 1.0

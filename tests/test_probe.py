@@ -225,10 +225,36 @@ def test_a_correlation_at_a_variance_near_float32s_range_does_not_overflow():
 
 def test_effective_rank_is_the_participation_ratio_and_sees_identical_units():
     """Constant weights make every unit compute the same thing: one direction at every
-    layer; Gaussian weights keep several."""
+    layer; Gaussian weights keep several. Computed at layers 1, 2, 4 and the last (5), NaN
+    at layer 3."""
     grid = Grid(batch_size=64)
-    runs = [_run(s, "tanh", depth=4, width=32) for s in ("constant[val=0.01]", "normal[std=0.2]")]
+    runs = [_run(s, "tanh", depth=5, width=32) for s in ("constant[val=0.01]", "normal[std=0.2]")]
     layers = _layers(runs, grid)
     constant, gaussian = (layers.loc[r.id, "eff_rank"].to_numpy() for r in runs)
-    np.testing.assert_allclose(constant, 1, rtol=1e-3)
-    assert (gaussian > 5).all(), gaussian
+    computed = np.array([True, True, False, True, True])
+    np.testing.assert_allclose(constant[computed], 1, rtol=1e-3)
+    assert (gaussian[computed] > 5).all(), gaussian
+    assert np.isnan(constant[~computed]).all() and np.isnan(gaussian[~computed]).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 256, 64), (3, 128, 256), (2, 32, 8)])
+@pytest.mark.parametrize(
+    ("scale", "shift"),
+    # the uncentred Gram, at the ends of its range too; one whose mean cancels (the
+    # centred path); E[h^2] out of its range
+    [(1.0, 0.0), (1.0, 50.0), (1e-20, 0.0), (1e18, 0.0), (1e-6, 0.1), (1e-14, 0.0), (1e13, 0.0)],
+)
+def test_effective_rank_equals_the_participation_ratio_of_float64_singular_values(
+    shape, scale, shift
+):
+    from initbench.archs.base import ROWS
+    from initbench.measure.statistics import Layer, effective_rank
+
+    torch.manual_seed(0)
+    x = (torch.randn(shape) + shift) * scale
+    layer = Layer(x, x, x, [], ROWS, get_activation("tanh"), shape[0])
+    expected = []
+    for run in x.double():
+        s = torch.linalg.svdvals(run - run.mean(0))
+        expected.append(((s**2).sum() ** 2 / (s**4).sum()).item())
+    np.testing.assert_allclose(effective_rank(layer).numpy(), expected, rtol=1e-5)

@@ -7,6 +7,7 @@ import pytest
 import initbench
 from initbench import Grid
 from initbench.core.errors import UsageError
+from initbench.measure import histograms
 from initbench.sweeps import engine
 from initbench.sweeps.executors import local
 from initbench.sweeps.schema import CELL_COLUMNS, HIST_COLUMNS, LAYER_COLUMNS, SCHEMA_VERSION
@@ -34,6 +35,12 @@ def test_sweep_writes_the_documented_schema(tmp_path):
     assert (results.cells["status"] == "skipped").sum() == 2 * 2 * 2  # dirac on an mlp
     ok = results.cells[results.cells["status"] == "ok"]
     assert len(results.layers) == (ok["depth"]).sum()
+    # histograms at the layers the report draws, up to five, first to last
+    hist_layers = results.hists.groupby("run_id")["layer"].unique().map(sorted)
+    depths = ok.set_index("run_id")["depth"]
+    assert set(hist_layers.index) == set(depths.index)
+    for run_id, layers in hist_layers.items():
+        assert layers == histograms.layers(depths[run_id])
     meta = json.loads((out / "meta.json").read_text())
     assert meta["schema_version"] == SCHEMA_VERSION
     assert meta["grid"] == SMALL.to_dict()

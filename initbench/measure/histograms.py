@@ -7,10 +7,12 @@ Post-activations of bounded activations (tanh, sigmoid) use 100 linear bins acro
 output range, so the two end bins are exactly the saturated values (within 1% of the
 range of a bound).
 
-A layer holds up to batch x units x positions values per run; the counts are of a fixed
-subsample of ``SAMPLE`` of them (the same positions for every run, seed and layer; every
-value when there are fewer), binned by two table lookups on each value's bits
-(:func:`bin_index`), so that histograms cost little beside the statistics.
+Histograms are taken at up to ``LAYERS`` hidden layers, evenly spread from the first to
+the last (:func:`layers`), the ones the report draws. A layer holds up to batch x units x
+positions values per run; the counts are of a fixed subsample of ``SAMPLE`` of them (the
+same positions for every run, seed and layer; every value when there are fewer), binned
+by two table lookups on each value's bits (:func:`bin_index`), so that histograms cost
+little beside the statistics.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ PER_DECADE = 4
 ZERO = 1e-38  # float32's smallest normal number: |x| below it counts as zero
 LINEAR_BINS = 100
 SAMPLE = 1024  # values per run and layer: a share's standard error is at most 1.6%
+LAYERS = 5  # hidden layers with histograms, first to last
+
+
+def layers(depth: int) -> list[int]:
+    """The hidden layers (from 1) of a depth-``depth`` network that get histograms: up to
+    :data:`LAYERS`, first to last, evenly spread."""
+    return sorted({round(x) for x in np.linspace(1, depth, min(LAYERS, depth))})
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,6 +1,7 @@
 """The probe: one forward and one backward pass through R stacked runs, every per-layer
 statistic of :data:`~initbench.measure.statistics.STATISTICS` taken on the way, and the
-histograms when asked for. Statistics stay on the device until one transfer at the end."""
+histograms of the layers :func:`~initbench.measure.histograms.layers` names when asked
+for. Statistics stay on the device until one transfer at the end."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class ProbeResult:
     # norm of a layer without weights) or the output
     input_second_moment: np.ndarray  # (R,) E[x^2] of each run's probe batch
     input_corr: np.ndarray  # (R,) mean cosine similarity of the input pairs
-    hists: dict[str, np.ndarray] | None  # quantity -> counts (R, depth, bins)
+    hists: dict[str, np.ndarray] | None  # quantity -> counts (R, layers, bins)
+    hist_layers: list[int]  # the hidden layers (from 1) of the histograms' second axis
 
 
 class _Record(Taps):
@@ -80,6 +82,7 @@ def probe(
     grad_h, grad_w = grads[:depth], iter(grads[depth:])
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in STATISTICS}
     samples: dict[str, list[torch.Tensor]] = {q: [] for q in histograms.QUANTITIES}
+    hist_layers = histograms.layers(depth) if hists else []
     for index in range(depth):
         pre = record.pre[index].detach()
         post = record.post[index]
@@ -95,8 +98,9 @@ def probe(
             net.runs,
         )
         for name, statistic in STATISTICS.items():
-            rows[name].append(statistic.compute(layer))
-        if hists:
+            computed = statistic.computed_at(index + 1, depth)
+            rows[name].append(statistic.compute(layer) if computed else layer.nan())
+        if index + 1 in hist_layers:
             views = {"pre": layer.pre, "post": layer.post, "grad_h": layer.grad_h}
             for quantity, view in views.items():
                 samples[quantity].append(histograms.sample(view, axes, net.runs))
@@ -121,4 +125,5 @@ def probe(
         host[n + r : n + 2 * r],
         host[n + 2 * r : n + 3 * r],
         hist_arrays,
+        hist_layers,
     )

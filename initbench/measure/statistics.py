@@ -46,10 +46,14 @@ class Layer:
         return torch.linalg.vector_norm(self.pre, dim=self.axes.vector()).square_()
 
     @cached_property
+    def pre_square_mean(self) -> torch.Tensor:
+        """Each run's ``E[h^2]``."""
+        return self.pre_squares.sum(self.axes.vector_reduced_batch()) / self.per_run(self.pre)
+
+    @cached_property
     def pre_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.pre.mean(self.axes.but_run())
-        square = self.pre_squares.sum(self.axes.vector_reduced_batch()) / self.per_run(self.pre)
-        return _guarded(self.pre, self.axes.but_run(), mean, square)
+        return _guarded(self.pre, self.axes.but_run(), mean, self.pre_square_mean)
 
     @cached_property
     def post_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,22 +148,60 @@ def pair_correlation(layer: Layer) -> torch.Tensor:
     return _average_but_run(cosine, axes, vector)
 
 
+GRAM_RANGE = (1e-30, 1e28)  # E[h^2] within which a Gram matrix of h neither overflows
+# nor underflows float32 unscaled (its products stay normal numbers)
+
+
 def effective_rank(layer: Layer) -> torch.Tensor:
     """The participation ratio ``(sum s^2)^2 / sum s^4`` of the singular values ``s`` of the
     batch's centred pre-activations: how many directions carry the batch's variance, from
     1 (the units compute one thing, as under constant weights) to ``min(batch - 1,
-    features)`` (every direction the same). From the smaller Gram matrix, after scaling
-    each run to a largest value of 1 so that no power overflows float32."""
+    features)`` (every direction the same). From the smaller Gram matrix, ``tr(G)^2 /
+    ||G||_F^2``.
+
+    The centred Gram is the uncentred one less its mean's outer product, which copies
+    nothing; where that cancels (the centred trace under 1% of the uncentred one), where
+    ``E[h^2]`` lies outside :data:`GRAM_RANGE`, and on GPUs (where the check would wait for
+    the device), it is formed from centred values scaled to a largest value of 1.
+    """
     import torch
 
     axes = layer.axes
     x = layer.pre.movedim((axes.run, axes.batch), (0, 1)).flatten(2)
+    lo, hi = GRAM_RANGE
+    square = layer.pre_square_mean
+    if x.device.type == "cpu" and bool(((square > lo) & (square < hi)).all()):
+        gram, trace = _centred_gram(x)
+        if not bool((gram.diagonal(dim1=1, dim2=2).sum(1) <= CANCELLATION * trace).any()):
+            return _participation(gram)
     x = x - x.mean(1, keepdim=True)
     x = x / x.abs().amax((1, 2), keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)
+    return _participation(x @ x.transpose(1, 2) if x.shape[1] <= x.shape[2] else x.mT @ x)
+
+
+def _centred_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smaller Gram matrix of ``x`` ``(R, batch, features)`` centred over the batch,
+    from the uncentred one; and the uncentred trace."""
+    import torch
+
     batch, features = x.shape[1], x.shape[2]
-    gram = x @ x.transpose(1, 2) if batch <= features else x.transpose(1, 2) @ x
+    if batch <= features:  # (I - 11'/B) X X' (I - 11'/B)
+        gram = x @ x.mT
+        trace = gram.diagonal(dim1=1, dim2=2).sum(1)
+        rows = gram.mean(2)
+        centred = gram - rows.unsqueeze(2) - rows.unsqueeze(1) + rows.mean(1).view(-1, 1, 1)
+        return centred, trace
+    gram = x.mT @ x  # X'X - B m m'
     trace = gram.diagonal(dim1=1, dim2=2).sum(1)
-    return trace.square() / torch.linalg.matrix_norm(gram).square()
+    mean = x.mean(1)
+    return torch.baddbmm(gram, mean.unsqueeze(2), mean.unsqueeze(1), alpha=-batch), trace
+
+
+def _participation(gram: torch.Tensor) -> torch.Tensor:
+    """``tr(G)^2 / ||G||_F^2`` of each run's Gram matrix, as ``1 / ||G / tr(G)||_F^2``: no
+    square overflows or underflows."""
+    trace = gram.diagonal(dim1=1, dim2=2).sum(1)
+    return 1 / (gram / trace.view(-1, 1, 1)).square().sum((1, 2))
 
 
 def _average_but_run(t: torch.Tensor, axes: Axes, reduced: tuple[int, ...]) -> torch.Tensor:
@@ -205,6 +247,19 @@ class Statistic:
     applies: Callable[[Activation], bool] = lambda act: True  # NaN by design elsewhere
     divergence: bool = True  # a non-finite value means the run diverged
     figure: LayerFigure | None = None
+    # the hidden layers (from 1) of a depth-D network it is computed at, NaN at the others;
+    # None: every layer
+    at: Callable[[int], frozenset[int]] | None = None
+
+    def computed_at(self, layer: int, depth: int) -> bool:
+        """Whether the statistic is computed at hidden layer ``layer`` (from 1)."""
+        return self.at is None or layer in self.at(depth)
+
+
+def doubling_layers(depth: int) -> frozenset[int]:
+    """Hidden layers 1, 2, 4, 8, ... and the last: a statistic that costs as much as a
+    layer's forward pass (a Gram matrix) at a logarithmic number of depths."""
+    return frozenset({*(2**k for k in range(depth.bit_length())), depth})
 
 
 def _unit_sentence(panel: pd.DataFrame, depth: int) -> str:
@@ -304,7 +359,7 @@ RANK = LayerFigure(
     "effective directions",
     "The participation ratio of the singular values of the batch's centred pre-activations: "
     "how many directions carry its variance. 1 when every unit computes the same thing "
-    "(constant weights).",
+    "(constant weights). Measured at layers 1, 2, 4, 8, ... and the last.",
     floor=(1.0, 4.0),
     describe=_rank_sentence,
 )
@@ -364,9 +419,11 @@ STATISTICS: dict[str, Statistic] = {
         Statistic(
             "eff_rank",
             effective_rank,
-            "participation ratio of the batch's centred pre-activations (effective directions)",
+            "participation ratio of the batch's centred pre-activations (effective directions), "
+            "at hidden layers 1, 2, 4, 8, ... and the last",
             divergence=False,
             figure=RANK,
+            at=doubling_layers,
         ),
     )
 }

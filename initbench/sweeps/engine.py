@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from initbench.archs import Inputs, Stacked
@@ -465,13 +466,14 @@ def _spectrum_rows(run_ids: Sequence[str], values: torch.Tensor) -> pd.DataFrame
 
 def _strings(labels: Sequence[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """``labels[codes]`` as a string column, taken in Arrow: no Python string per row."""
-    return pd.Series(list(labels), dtype="string[pyarrow]").take(codes).array
+    taken = pa.array(list(labels), pa.large_string()).take(pa.array(codes))
+    return pd.arrays.ArrowStringArray(taken)
 
 
 def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.DataFrame:
-    """The non-empty bins of every run, layer and quantity."""
+    """The non-empty bins of every run, histogram layer and quantity."""
     frames = []
-    for quantity, counts in result.hists.items():  # counts: (R, depth, bins)
+    for quantity, counts in result.hists.items():  # counts: (R, layers, bins)
         bounds = cell.activation.bounds if quantity == "post" else None
         lo, hi = histograms.bin_ranges(bounds)
         run, layer, index = np.nonzero(counts)
@@ -479,7 +481,7 @@ def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.Da
             pd.DataFrame(
                 {
                     "run_id": _strings(run_ids, run),
-                    "layer": layer + 1,
+                    "layer": np.asarray(result.hist_layers)[layer],
                     "quantity": _strings([quantity], np.zeros(len(run), dtype=np.intp)),
                     "lo": lo[index],
                     "hi": hi[index],

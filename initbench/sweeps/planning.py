@@ -186,8 +186,15 @@ def matmul_flops(
     return 2 * runs * batch * width * width * n / (time.perf_counter() - start)
 
 
-def estimate_seconds(grid: Grid, device: torch.device, runs: int | None = None) -> float:
+SLOWEST_RATE = 1e9  # FLOP/s: slower than any device's float32 matmuls
+
+
+def estimate_seconds(
+    grid: Grid, device: torch.device, runs: int | None = None, *, measure: bool = True
+) -> float:
     """A rough wall time for ``runs`` of the grid (default all): its FLOPs at a fraction of
-    the device's measured matmul rate."""
+    the device's measured matmul rate; ``measure=False``: at :data:`SLOWEST_RATE`, a time
+    no device exceeds, without the fifth of a second the measurement takes."""
     share = 1.0 if runs is None else runs / max(len(grid.runs()), 1)
-    return grid.total_flops() * share / (EFFICIENCY * matmul_flops(device))
+    rate = matmul_flops(device) if measure else SLOWEST_RATE
+    return grid.total_flops() * share / (EFFICIENCY * rate)

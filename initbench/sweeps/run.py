@@ -87,12 +87,16 @@ def sweep(
     out = Path(out)
     torch_device = resolve_device(device)
     parts = _parts(grid, out, about)
-    total = left = seconds = 0.0
+    total = left = 0.0
+    to_run = []
     for folder, (part, _) in parts.items():
         runs = len(part.runs())
         finished = len(Store(folder).finished_run_ids()) if (folder / "meta.json").exists() else 0
         total, left = total + runs, left + runs - finished
-        seconds += estimate_seconds(part, torch_device, runs - finished)
+        to_run.append((part, runs - finished))
+    seconds = sum(estimate_seconds(p, torch_device, n, measure=False) for p, n in to_run)
+    if seconds > LARGE_GRID_SECONDS:  # even the slowest device might take that long: measure
+        seconds = sum(estimate_seconds(p, torch_device, n) for p, n in to_run)
     where = describe_device(torch_device)
     if seconds > LARGE_GRID_SECONDS and not yes:
         raise UsageError(

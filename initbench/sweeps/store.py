@@ -6,7 +6,7 @@ Layout of a sweep folder::
     cells.parquet      one row per run            (after compaction)
     layers.parquet     one row per run and layer  (after compaction)
     curves.parquet     one row per run and logged training step
-    hists.parquet      one row per run, layer, quantity and non-empty histogram bin
+    hists.parquet      one row per run, histogram layer, quantity and non-empty bin
     spectra.parquet    one row per run and non-empty bin of its Jacobian's singular values
     shards/            finished chunks not yet compacted: <n>.<table>.parquet
 

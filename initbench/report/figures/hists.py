@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from initbench.measure import histograms
 from initbench.measure.histograms import DECADES, LINEAR_BINS, ZERO
 from initbench.report.figures.base import (
     DATA_COLUMNS,
@@ -37,7 +38,6 @@ PLACE = 1  # where its sections come on the page
 SECTIONS = {"histograms": "Histograms"}
 
 MAX_ROWS = 8
-LAYERS_SHOWN = 5
 SHOWN_BINS = 25  # bounded post-activations: 100 stored bins drawn as 25
 QUANTITY_TITLES = {
     "pre": "|pre-activation h|",
@@ -45,11 +45,6 @@ QUANTITY_TITLES = {
     "grad_h": "|gradient dL/dh|",
 }
 LOW, HIGH = 10.0 ** DECADES[0], 10.0 ** DECADES[1]
-
-
-def shown_layers(depth: int) -> list[int]:
-    """Up to five layers, first to last, evenly spread."""
-    return sorted({round(x) for x in np.linspace(1, depth, min(LAYERS_SHOWN, depth))})
 
 
 def display_bins(bins: pd.DataFrame, bounds: tuple[float, float] | None) -> pd.DataFrame:
@@ -99,9 +94,8 @@ def data(ctx: Context, keys: dict, activation: str, groups: list[str]) -> pd.Dat
     depth = int(cell_rows(ctx.cells, keys | {"activation": activation})["depth"].max())
     cells = cell_rows(ctx.cells, keys | {"activation": activation, "depth": depth})
     cells = cells[(cells["status"] == "ok") & cells["scheme_id"].isin(groups)]
-    hists = ctx.hists[
-        ctx.hists["run_id"].isin(cells["run_id"]) & ctx.hists["layer"].isin(shown_layers(depth))
-    ]
+    shown = ctx.hists["layer"].isin(histograms.layers(depth))
+    hists = ctx.hists[ctx.hists["run_id"].isin(cells["run_id"]) & shown]
     if hists.empty:
         return pd.DataFrame(columns=DATA_COLUMNS)
     merged = hists.merge(cells[["run_id", "scheme_id"]], on="run_id")

@@ -59,6 +59,8 @@ def data(ctx: Context, stat: LayerFigure, keys: dict, groups: list[str]) -> pd.D
         if theory_column:
             merged["t"] = _transform(merged, theory_column, stat.relative)
         for (depth, scheme), rows in merged.groupby(["depth", "scheme_id"], sort=True):
+            if statistic.at is not None:  # only the layers it is computed at
+                rows = rows[rows["layer"].isin(statistic.at(depth))]
             by_layer = rows.groupby("layer")
             measured = by_layer["y"].agg(_mean_finite)
             lo = by_layer["y"].agg(_min_finite)
