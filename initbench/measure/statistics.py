@@ -294,16 +294,16 @@ def _correlation_sentence(panel: pd.DataFrame, depth: int) -> str:
 
 
 def _rank_sentence(panel: pd.DataFrame, depth: int) -> str:
-    """Which schemes' representations have collapsed to few directions at the last layer."""
+    """Which schemes' last layers keep fewer directions than the calibrated rule's rank
+    collapse (``report.rule.RULE.rank``), the threshold the verdicts use."""
+    from initbench.report.rule import RULE
+
     last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
-    low = last[last["value"] < RANK_COLLAPSED].sort_values("value")
+    low = last[last["value"] < RULE.rank].sort_values("value")
     if low.empty:
-        return f"every scheme keeps {RANK_COLLAPSED:g} or more directions at the last layer"
+        return f"every scheme keeps {RULE.rank:g} or more directions at the last layer"
     listed = ", ".join(f"{r.scheme_id} {fmt.number(r.value)}" for r in low.itertuples())
-    return f"fewer than {RANK_COLLAPSED:g} directions at the last layer: {listed}"
-
-
-RANK_COLLAPSED = 1.5  # effective directions: below this the units compute about one thing
+    return f"fewer than {RULE.rank:g} directions at the last layer (rank collapse): {listed}"
 
 
 SIGNAL = LayerFigure(
