@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -233,7 +233,8 @@ class LayerFigure:
     relative: str | None = None  # "first" or "last": log2 of the value over that layer's
     floor: tuple[float, float] = (-3.0, 3.0)  # the y range shown at least
     verdict: str | None = None  # the classification column a panel's sentence reads
-    describe: Callable[[pd.DataFrame, int], str] | None = None  # else: a panel's sentence
+    # else: a panel's sentence, of its table, depth and the verdicts' rule (report.rule.Rule)
+    describe: Callable[[pd.DataFrame, int, Any], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def doubling_layers(depth: int) -> frozenset[int]:
     return frozenset({*(2**k for k in range(depth.bit_length())), depth})
 
 
-def _unit_sentence(panel: pd.DataFrame, depth: int) -> str:
+def _unit_sentence(panel: pd.DataFrame, depth: int, rule: Any) -> str:
     """Which schemes have more than 10% of units dead or saturated at the last layer."""
     last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
     what = "dead" if panel["statistic"].iloc[0] == "dead_frac" else "saturated"
@@ -274,7 +275,7 @@ def _unit_sentence(panel: pd.DataFrame, depth: int) -> str:
     return f"{what} at the last layer: {listed}"
 
 
-def _correlation_sentence(panel: pd.DataFrame, depth: int) -> str:
+def _correlation_sentence(panel: pd.DataFrame, depth: int, rule: Any) -> str:
     """How far the measured correlations lie from the c-map, and where pairs collapse."""
     measured = panel[panel["kind"] == "measured"].set_index(["scheme_id", "layer"])["value"]
     theory = panel[panel["kind"] == "theory"].set_index(["scheme_id", "layer"])["value"]
@@ -293,17 +294,15 @@ def _correlation_sentence(panel: pd.DataFrame, depth: int) -> str:
     return "; ".join(text) or "no correlation measured"
 
 
-def _rank_sentence(panel: pd.DataFrame, depth: int) -> str:
-    """Which schemes' last layers keep fewer directions than the calibrated rule's rank
-    collapse (``report.rule.RULE.rank``), the threshold the verdicts use."""
-    from initbench.report.rule import RULE
-
+def _rank_sentence(panel: pd.DataFrame, depth: int, rule: Any) -> str:
+    """Which schemes' last layers keep fewer directions than the rule's rank collapse
+    (``rule.rank``), the threshold the verdicts use."""
     last = panel[(panel["kind"] == "measured") & (panel["layer"] == depth)]
-    low = last[last["value"] < RULE.rank].sort_values("value")
+    low = last[last["value"] < rule.rank].sort_values("value")
     if low.empty:
-        return f"every scheme keeps {RULE.rank:g} or more directions at the last layer"
+        return f"every scheme keeps {rule.rank:g} or more directions at the last layer"
     listed = ", ".join(f"{r.scheme_id} {fmt.number(r.value)}" for r in low.itertuples())
-    return f"fewer than {RULE.rank:g} directions at the last layer (rank collapse): {listed}"
+    return f"fewer than {rule.rank:g} directions at the last layer (rank collapse): {listed}"
 
 
 SIGNAL = LayerFigure(

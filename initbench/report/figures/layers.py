@@ -35,6 +35,7 @@ from initbench.report.figures.base import (
     stem,
     zero_marks,
 )
+from initbench.report.rule import RULE
 
 PLACE = 0  # where its sections come on the page
 SECTIONS = {figure.name: figure.section for figure in layer_figures()}
@@ -220,7 +221,7 @@ def verdict(ctx: Context, stat: LayerFigure, keys: dict, table: pd.DataFrame) ->
             )
             parts.append(head + text)
         else:
-            parts.append(head + stat.describe(panel, depth))
+            parts.append(head + stat.describe(panel, depth, RULE))
     return "\n".join(parts) if parts else "No finished runs to draw."
 
 
