@@ -137,6 +137,10 @@ def test_per_layer_figures_draw_their_data_and_the_data_is_the_store(store, stat
         check_dtype=False,
     )
     measured = table[table["kind"] == "measured"]
+    statistic = drawn(stat, activation)  # drawn at the layers it is computed at, no others
+    for (depth, _), rows_ in measured.groupby(["depth", "scheme_id"]):
+        computed = statistic.at(depth) if statistic.at else range(1, depth + 1)
+        assert sorted(rows_["layer"]) == sorted(computed)
     if stat.name == "units":  # the statistic depends on the activation
         independent = {}
         for activation, column in (("relu", "dead_frac"), ("tanh", "sat_frac")):
