@@ -223,6 +223,20 @@ def test_a_correlation_at_a_variance_near_float32s_range_does_not_overflow():
     assert abs(corr["1"]["corr"]) > 1e-3  # a value to compare, not two zeros
 
 
+def test_the_input_pairs_correlation_is_scale_free_past_float32s_range():
+    """Inputs 1e17 times larger (squared norms about 1e35, whose product is past float32's
+    range) give the cosine of unit inputs, and both the one computed in float64."""
+    from initbench.measure.probe import _input_moments
+
+    x = torch.randn(2, 64, 16, generator=torch.Generator().manual_seed(0))
+    x[:, 1::2] += x[:, 0::2]  # pairs with a cosine about 0.7
+    a, b = x[:, 0::2].double(), x[:, 1::2].double()
+    expected = ((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).mean(1)
+    for scale in (1.0, 1e17):
+        _, corr = _input_moments(x * scale, 2, x)
+        np.testing.assert_allclose(corr.double(), expected, rtol=1e-5)
+
+
 def test_effective_rank_is_the_participation_ratio_and_sees_identical_units():
     """Constant weights make every unit compute the same thing: one direction at every
     layer; Gaussian weights keep several. Computed at layers 1, 2, 4 and the last (5), NaN

@@ -57,7 +57,9 @@ def _input_moments(
     second_moment = vectors.pow(2).mean((1, 2))
     pairs = vectors.shape[1] // 2
     a, b = vectors[:, 0 : 2 * pairs : 2], vectors[:, 1 : 2 * pairs : 2]
-    input_corr = ((a * b).sum(-1) / (a.square().sum(-1) * b.square().sum(-1)).sqrt()).mean(1)
+    # each norm before the product: the product of two squared norms overflows float32
+    norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    input_corr = (torch.linalg.vecdot(a, b) / norms).mean(1)
     return second_moment, input_corr
 
 

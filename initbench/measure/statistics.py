@@ -132,6 +132,8 @@ def weight_gradient_norm(layer: Layer) -> torch.Tensor:
 
 def pair_correlation(layer: Layer) -> torch.Tensor:
     """The mean cosine similarity of the pre-activations of input pairs (2i, 2i+1)."""
+    import torch
+
     axes, pre = layer.axes, layer.pre
     pairs = pre.shape[axes.batch] // 2
     if pairs == 0:
@@ -144,7 +146,9 @@ def pair_correlation(layer: Layer) -> torch.Tensor:
     squares = layer.pre_squares.narrow(batch, 0, 2 * pairs).unflatten(batch, (pairs, 2))
     # sqrt of each before the product: the product of two squared norms overflows float32
     norms = squares.select(batch + 1, 0).sqrt().mul_(squares.select(batch + 1, 1).sqrt())
-    cosine = (a * b).sum(vector).div_(norms)
+    # one vector axis (mlp, transformer): a fused dot, twice as fast as multiply-then-sum
+    dots = torch.linalg.vecdot(a, b, dim=vector[0]) if len(vector) == 1 else (a * b).sum(vector)
+    cosine = dots.div_(norms)
     return _average_but_run(cosine, axes, vector)
 
 

@@ -471,22 +471,23 @@ def _strings(labels: Sequence[str], codes: np.ndarray) -> pd.api.extensions.Exte
 
 
 def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.DataFrame:
-    """The non-empty bins of every run, histogram layer and quantity."""
-    frames = []
-    for quantity, counts in result.hists.items():  # counts: (R, layers, bins)
-        bounds = cell.activation.bounds if quantity == "post" else None
-        lo, hi = histograms.bin_ranges(bounds)
+    """The non-empty bins of every run, histogram layer and quantity (quantity by
+    quantity), as one frame built from whole columns."""
+    parts = []
+    for q, (quantity, counts) in enumerate(result.hists.items()):  # counts: (R, layers, bins)
+        lo, hi = histograms.bin_ranges(cell.activation.bounds if quantity == "post" else None)
         run, layer, index = np.nonzero(counts)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "run_id": _strings(run_ids, run),
-                    "layer": np.asarray(result.hist_layers)[layer],
-                    "quantity": _strings([quantity], np.zeros(len(run), dtype=np.intp)),
-                    "lo": lo[index],
-                    "hi": hi[index],
-                    "count": counts[run, layer, index],
-                }
-            )
+        parts.append(
+            (run, layer, np.full(len(run), q), lo[index], hi[index], counts[run, layer, index])
         )
-    return pd.concat(frames, ignore_index=True)
+    run, layer, q, lo, hi, count = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return pd.DataFrame(
+        {
+            "run_id": _strings(run_ids, run),
+            "layer": np.asarray(result.hist_layers)[layer],
+            "quantity": _strings(list(result.hists), q),
+            "lo": lo,
+            "hi": hi,
+            "count": count,
+        }
+    )
