@@ -1,7 +1,10 @@
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from initbench.sweeps.store import Records, Store, load, read_table
+from initbench.core.errors import UsageError
+from initbench.sweeps.schema import SCHEMA_VERSION
+from initbench.sweeps.store import Records, Store, load, one_row_per_bin, read_table
 
 
 def _records(run_ids, status="ok", layers=True):
@@ -56,3 +59,29 @@ def test_stale_rows_of_a_failed_retry_do_not_show(store):
     assert store.finished_run_ids() == set()
     results = load(store.root)
     assert results.cells["status"].tolist() == ["failed"]
+
+
+def test_a_sweep_of_another_schema_is_not_resumed(store):
+    meta = store.read_meta()
+    store.write_meta(meta | {"schema_version": SCHEMA_VERSION - 1})
+    with pytest.raises(UsageError, match=f"schema {SCHEMA_VERSION - 1}.*choose another --out"):
+        store.begin({"seeds": 1}, {})
+
+
+def test_histogram_lists_are_read_one_row_per_bin_and_bin_rows_as_they_are():
+    lists = pa.table(
+        {
+            "run_id": ["a", "b"],
+            "layer": [1, 3],
+            "lo": [[0.0, 1.0], [2.0]],
+            "count": [[5, 6], [7]],
+        }
+    )
+    rows = one_row_per_bin(lists)
+    expected = pd.DataFrame(
+        {"run_id": ["a", "a", "b"], "layer": [1, 1, 3], "lo": [0.0, 1.0, 2.0], "count": [5, 6, 7]}
+    )
+    pd.testing.assert_frame_equal(rows, expected, check_dtype=False)
+    assert rows["run_id"].dtype == pd.StringDtype("pyarrow")
+    flat = pa.Table.from_pandas(expected, preserve_index=False)  # schema 4: a row per bin
+    pd.testing.assert_frame_equal(one_row_per_bin(flat), expected)

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import initbench
@@ -41,6 +42,11 @@ def test_sweep_writes_the_documented_schema(tmp_path):
     assert set(hist_layers.index) == set(depths.index)
     for run_id, layers in hist_layers.items():
         assert layers == histograms.layers(depths[run_id])
+    # the file: one row per run, histogram layer and quantity, each of every sampled value
+    stored = pq.read_table(out / "hists.parquet").to_pandas()
+    assert len(stored) == sum(len(histograms.layers(d)) for d in depths) * 3
+    assert stored["count"].map(sum).eq(SMALL.batch_size * 16).all()  # 32 x 16 < SAMPLE
+    assert (stored["lo"].map(len) == stored["count"].map(len)).all()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["schema_version"] == SCHEMA_VERSION
     assert meta["grid"] == SMALL.to_dict()

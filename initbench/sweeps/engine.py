@@ -471,23 +471,29 @@ def _strings(labels: Sequence[str], codes: np.ndarray) -> pd.api.extensions.Exte
 
 
 def _hist_rows(run_ids: Sequence[str], result: ProbeResult, cell: Cell) -> pd.DataFrame:
-    """The non-empty bins of every run, histogram layer and quantity (quantity by
-    quantity), as one frame built from whole columns."""
-    parts = []
-    for q, (quantity, counts) in enumerate(result.hists.items()):  # counts: (R, layers, bins)
+    """One row per run, histogram layer and quantity (quantity by quantity, then run,
+    then layer), with its non-empty bins' ``lo``, ``hi`` and ``count`` as lists."""
+    bins = []
+    for quantity, counts in result.hists.items():  # counts: (R, layers, bins)
         lo, hi = histograms.bin_ranges(cell.activation.bounds if quantity == "post" else None)
         run, layer, index = np.nonzero(counts)
-        parts.append(
-            (run, layer, np.full(len(run), q), lo[index], hi[index], counts[run, layer, index])
-        )
-    run, layer, q, lo, hi, count = (np.concatenate(column) for column in zip(*parts, strict=True))
+        sizes = np.count_nonzero(counts, axis=2).ravel()
+        bins.append((lo[index], hi[index], counts[run, layer, index], sizes))
+    lo, hi, count, sizes = (np.concatenate(column) for column in zip(*bins, strict=True))
+    ends = np.cumsum(sizes)[:-1]
+
+    def lists(values: np.ndarray) -> pd.Series:  # an array per row: what pandas reads back
+        return pd.Series(np.split(values, ends), dtype=object)
+
+    quantities, layers = len(result.hists), len(result.hist_layers)
+    run, layer = np.divmod(np.arange(len(run_ids) * layers), layers)
     return pd.DataFrame(
         {
-            "run_id": _strings(run_ids, run),
-            "layer": np.asarray(result.hist_layers)[layer],
-            "quantity": _strings(list(result.hists), q),
-            "lo": lo,
-            "hi": hi,
-            "count": count,
+            "run_id": _strings(run_ids, np.tile(run, quantities)),
+            "layer": np.tile(np.asarray(result.hist_layers)[layer], quantities),
+            "quantity": _strings(list(result.hists), np.repeat(np.arange(quantities), len(run))),
+            "lo": lists(lo),
+            "hi": lists(hi),
+            "count": lists(count),
         }
     )

@@ -15,7 +15,7 @@ import pandas as pd
 
 from initbench.measure.statistics import STATISTICS, THEORY_COLUMNS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 CELL_COLUMNS = {
     "run_id": "string",
@@ -59,7 +59,8 @@ CELL_COLUMNS = {
 }
 LAYER_COLUMNS = ["run_id", "layer", "module", "kind", "call", *STATISTICS, *THEORY_COLUMNS]
 CURVE_COLUMNS = ["run_id", "step", "train_loss", "train_acc", "test_loss", "test_acc"]
-HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]
+HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]  # lo, hi, count: lists in
+# the file, one row per bin once read (:func:`~initbench.sweeps.store.one_row_per_bin`)
 SPECTRUM_COLUMNS = ["run_id", "lo", "hi", "count"]
 
 

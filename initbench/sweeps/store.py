@@ -6,7 +6,7 @@ Layout of a sweep folder::
     cells.parquet      one row per run            (after compaction)
     layers.parquet     one row per run and layer  (after compaction)
     curves.parquet     one row per run and logged training step
-    hists.parquet      one row per run, histogram layer, quantity and non-empty bin
+    hists.parquet      one row per run, histogram layer and quantity (its bins as lists)
     spectra.parquet    one row per run and non-empty bin of its Jacobian's singular values
     shards/            finished chunks not yet compacted: <n>.<table>.parquet
 
@@ -110,6 +110,13 @@ class Store:
         claim(self.root, str(meta.get("kind", "sweep")))
         existing = self.read_meta()
         if existing is not None:
+            version = existing.get("schema_version")
+            if version != SCHEMA_VERSION:
+                raise UsageError(
+                    f"{self.root} holds a sweep of results schema {version}, and this initbench "
+                    f"writes schema {SCHEMA_VERSION}: choose another --out, or run the "
+                    "initbench that wrote it to finish it"
+                )
             if existing.get("grid") != grid:
                 changed = sorted(
                     k
@@ -302,7 +309,26 @@ def read_table(
     batches = list(_latest_rows(root, table, keep, columns))
     if not batches:
         return pd.DataFrame(columns=columns or [])
-    return pa.concat_tables(batches, promote_options="permissive").to_pandas()
+    rows = pa.concat_tables(batches, promote_options="permissive")
+    return one_row_per_bin(rows) if table == "hists" else rows.to_pandas()
+
+
+STRINGS = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
+
+
+def one_row_per_bin(rows: pa.Table) -> pd.DataFrame:
+    """``hists`` rows as readers take them, one per bin: the file holds one row per run,
+    layer and quantity, its bins' ``lo``, ``hi`` and ``count`` as lists (a file of schema
+    4, one row per bin, is read as it is)."""
+    lists = [c for c in rows.column_names if pa.types.is_list(rows.schema.field(c).type)]
+    if not lists:
+        return rows.to_pandas()
+    parents = pc.list_parent_indices(rows[lists[0]])
+    columns = {
+        c: pc.list_flatten(rows[c]) if c in lists else rows[c].take(parents)
+        for c in rows.column_names
+    }
+    return pa.table(columns).to_pandas(types_mapper=STRINGS.get)
 
 
 def _read_whole(path: Path) -> pd.DataFrame:
