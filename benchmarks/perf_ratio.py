@@ -10,8 +10,10 @@ the engine without histograms, and of the engine computing only the loop's stati
    numbers are the same on every device), one run after another, divided by the cores
    (runs draw independently); plus the matmuls every probe of these numbers computes
    (forward, input gradients, weight gradients for their norms, and the effective rank's
-   Gram matrix) at this machine's batched-matmul rate on the grid's own shapes. It prints
-   the fraction of that bound initbench reaches (bound time / initbench time).
+   Gram matrix) at this machine's batched-matmul rate on the grid's own shapes; plus each
+   hidden layer's activation and its vector-Jacobian product, at the rate of torch's
+   kernels for that activation on the same shapes. It prints the fraction of that bound
+   initbench reaches (bound time / initbench time).
 3. Against the machine's matmul rate at width 1024, depth 20.
 
 With ``--device cuda`` it also times the grid on the CPU (all cores) and prints the GPU's
@@ -37,6 +39,8 @@ from initbench.core.rng import run_generator
 from initbench.measure.statistics import STATISTICS
 from initbench.sweeps.grid import Grid
 from initbench.sweeps.planning import matmul_flops, plan_chunks
+
+Bound = tuple[float, float, float, float]  # seconds: drawing, matmuls, of which Grams, activations
 
 REPEAT = 3  # the loop and initbench's sweeps: the best of, interleaved
 
@@ -166,19 +170,36 @@ def bound_flops(grid: Grid) -> float:
     return sum(map(grid.flops_per_run, grid.cells())) * grid.seeds + gram_flops(grid)
 
 
-def bound(grid: Grid, device: torch.device) -> tuple[float, float, float]:
-    """The bound's two parts (seconds): drawing, one run after another, over the cores; and
-    the FLOPs at the batched-matmul rate of the grid's own shapes (its chunks' runs at
-    once); and, of the second, the effective rank's Gram matrices."""
+def activation_seconds(part: Grid, runs: int, device: torch.device) -> float:
+    """The element-wise work every probe does on one width's part of the grid: each hidden
+    layer's activation and its vector-Jacobian product, at the rate of torch's kernels
+    for each activation on a chunk of ``runs`` runs' ``(runs, batch, width)`` tensors."""
+    seconds = 0.0
+    for activation in part.activations:
+        cells = [c for c in part.cells() if c.activation.id == activation]
+        h = torch.randn(runs, part.batch_size, cells[0].width, device=device, requires_grad=True)
+        cotangent = torch.randn_like(h)
+        fn = cells[0].activation.fn
+        layer = timed(lambda fn=fn, h=h, g=cotangent: torch.autograd.grad(fn(h), h, g), device, 5)
+        seconds += layer * sum(c.depth for c in cells) * part.seeds / runs
+    return seconds
+
+
+def bound(grid: Grid, device: torch.device) -> Bound:
+    """The bound's parts (seconds): drawing, one run after another, over the cores; the
+    FLOPs at the batched-matmul rate of the grid's own shapes (its chunks' runs at once),
+    and of those the effective rank's Gram matrices; and the activations' element-wise
+    kernels on the same shapes."""
     draw = timed(lambda: draw_weights(grid), torch.device("cpu")) / torch.get_num_threads()
-    seconds = grams = 0.0
+    seconds = grams = activations = 0.0
     for width in grid.widths:
         part = Grid.from_dict({"widths": [width]}, grid)
         runs = max(len(chunk) for chunk in plan_chunks(part.runs(), part, device))
         rate = matmul_flops(device, width, 0.5, grid.batch_size, runs)
         seconds += bound_flops(part) / rate
         grams += gram_flops(part) / rate
-    return draw, seconds, grams
+        activations += activation_seconds(part, runs, device)
+    return draw, seconds, grams, activations
 
 
 def floor(grid: Grid, device: torch.device) -> float:
@@ -204,7 +225,7 @@ def floor(grid: Grid, device: torch.device) -> float:
 
 def measure(grid: Grid, device: torch.device) -> tuple[float, ...]:
     """Seconds of the loop, of initbench with its default statistics, without histograms
-    and with variances alone, of the bound's drawing and matmuls, and of initbench's own
+    and with variances alone, of the bound's parts (:func:`bound`), and of initbench's own
     floor."""
     # one untimed sweep first: every variant then finds the same caches warm (the cells'
     # mean-field predictions, which the loop does not compute, the subsample's positions)
@@ -228,13 +249,13 @@ def measure(grid: Grid, device: torch.device) -> tuple[float, ...]:
 
 
 def report_line(label: str, runs: int, times: tuple[float, ...]) -> None:
-    t_loop, t_default, t_bare, t_variances, draw, matmuls, grams, least = times
-    limit = draw + matmuls
+    t_loop, t_default, t_bare, t_variances, draw, matmuls, grams, activations, least = times
+    limit = draw + matmuls + activations
     pad = " " * len(label)
     print(
         f"{label}: hand-written loop {1000 * t_loop / runs:6.1f} ms/run; bound "
-        f"{1000 * limit / runs:5.1f} ms/run (drawing {draw:5.2f} s + matmuls {matmuls:5.2f} s): "
-        f"no probe beats {t_loop / limit:4.2f}x the loop"
+        f"{1000 * limit / runs:5.1f} ms/run (drawing {draw:5.2f} s + matmuls {matmuls:5.2f} s "
+        f"+ activations {activations:5.2f} s): no probe beats {t_loop / limit:4.2f}x the loop"
     )
     for name, t in (
         ("initbench (default statistics)", t_default),
@@ -268,7 +289,7 @@ def main() -> None:
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"grid: {len(grid.runs())} runs, widths {grid.widths}, depths {grid.depths}")
     initbench_sweep(Grid.from_dict({"depths": [2], "widths": [16]}, grid), device)  # warm-up
-    totals = [0.0] * 8
+    totals = [0.0] * 9
     for width in grid.widths:
         part = Grid.from_dict({"widths": [width]}, grid)
         times = measure(part, device)
