@@ -185,27 +185,25 @@ def effective_rank(layer: Layer) -> torch.Tensor:
 
 def _centred_gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The smaller Gram matrix of ``x`` ``(R, batch, features)`` centred over the batch,
-    from the uncentred one; and the uncentred trace."""
-    import torch
-
+    from the uncentred one in place (no copy of the matrix); and the uncentred trace."""
     batch, features = x.shape[1], x.shape[2]
     if batch <= features:  # (I - 11'/B) X X' (I - 11'/B)
         gram = x @ x.mT
         trace = gram.diagonal(dim1=1, dim2=2).sum(1)
         rows = gram.mean(2)
-        centred = gram - rows.unsqueeze(2) - rows.unsqueeze(1) + rows.mean(1).view(-1, 1, 1)
-        return centred, trace
+        gram.sub_(rows.unsqueeze(2)).sub_(rows.unsqueeze(1)).add_(rows.mean(1).view(-1, 1, 1))
+        return gram, trace
     gram = x.mT @ x  # X'X - B m m'
     trace = gram.diagonal(dim1=1, dim2=2).sum(1)
     mean = x.mean(1)
-    return torch.baddbmm(gram, mean.unsqueeze(2), mean.unsqueeze(1), alpha=-batch), trace
+    return gram.baddbmm_(mean.unsqueeze(2), mean.unsqueeze(1), alpha=-batch), trace
 
 
 def _participation(gram: torch.Tensor) -> torch.Tensor:
     """``tr(G)^2 / ||G||_F^2`` of each run's Gram matrix, as ``1 / ||G / tr(G)||_F^2``: no
-    square overflows or underflows."""
+    square overflows or underflows. Overwrites ``gram``."""
     trace = gram.diagonal(dim1=1, dim2=2).sum(1)
-    return 1 / (gram / trace.view(-1, 1, 1)).square().sum((1, 2))
+    return 1 / gram.div_(trace.view(-1, 1, 1)).square_().sum((1, 2))
 
 
 def _average_but_run(t: torch.Tensor, axes: Axes, reduced: tuple[int, ...]) -> torch.Tensor:
