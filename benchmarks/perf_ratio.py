@@ -42,7 +42,7 @@ from initbench.sweeps.planning import matmul_flops, plan_chunks
 
 Bound = tuple[float, float, float, float]  # seconds: drawing, matmuls, of which Grams, activations
 
-REPEAT = 3  # the loop and initbench's sweeps: the best of, interleaved
+REPEAT = 5  # the loop and initbench's sweeps: the best of, interleaved
 
 # the statistics the loop computes: what "variances alone" keeps
 LOOP_STATISTICS = (
