@@ -11,8 +11,8 @@ the engine without histograms, and of the engine computing only the loop's stati
    (runs draw independently); plus the matmuls every probe of these numbers computes
    (forward, input gradients, weight gradients for their norms, and the effective rank's
    Gram matrix) at this machine's batched-matmul rate on the grid's own shapes; plus each
-   hidden layer's activation and its vector-Jacobian product, at the rate of torch's
-   kernels for that activation on the same shapes. It prints the fraction of that bound
+   hidden layer's activation and its vector-Jacobian product, timed through autograd on
+   the same shapes. It prints the fraction of that bound
    initbench reaches (bound time / initbench time).
 3. Against the machine's matmul rate at width 1024, depth 20.
 
@@ -172,11 +172,14 @@ def bound_flops(grid: Grid) -> float:
 
 def activation_seconds(part: Grid, runs: int, device: torch.device) -> float:
     """The element-wise work every probe does on one width's part of the grid: each hidden
-    layer's activation and its vector-Jacobian product, at the rate of torch's kernels
-    for each activation on a chunk of ``runs`` runs' ``(runs, batch, width)`` tensors."""
+    layer's activation and its vector-Jacobian product, timed through autograd (one call
+    each way per chunk and layer) on a chunk of ``runs`` runs' ``(runs, batch, width)``
+    tensors."""
+    by_activation: dict[str, list] = {}
+    for cell in part.cells():
+        by_activation.setdefault(cell.activation.id, []).append(cell)
     seconds = 0.0
-    for activation in part.activations:
-        cells = [c for c in part.cells() if c.activation.id == activation]
+    for cells in by_activation.values():
         h = torch.randn(runs, part.batch_size, cells[0].width, device=device, requires_grad=True)
         cotangent = torch.randn_like(h)
         fn = cells[0].activation.fn

@@ -225,7 +225,7 @@ def test_a_correlation_at_a_variance_near_float32s_range_does_not_overflow():
 
 def test_the_input_pairs_correlation_is_scale_free_past_float32s_range():
     """Inputs 1e17 times larger (squared norms about 1e35, whose product is past float32's
-    range) give the cosine of unit inputs, and both the one computed in float64."""
+    range) give the same cosine as unit inputs: the one computed in float64."""
     from initbench.measure.probe import _input_moments
 
     x = torch.randn(2, 64, 16, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -55,6 +57,65 @@ def test_sweep_writes_the_documented_schema(tmp_path):
     docs = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
     for column in [*CELL_COLUMNS, *LAYER_COLUMNS, *HIST_COLUMNS]:
         assert f"`{column}`" in docs, f"docs/results.md does not document {column}"
+
+
+def test_a_schema_4_sweep_is_upgraded_and_resumed_and_an_older_one_refused(tmp_path):
+    """A folder of schema 4 (histograms one row per bin) gets its histograms grouped into
+    lists, and its sweep goes on without recomputing; an older schema is refused."""
+    out = initbench.sweep(SMALL, tmp_path / "s", device="cpu", progress=False)
+    before = initbench.load(out)
+    before.hists.to_parquet(out / "hists.parquet", index=False)  # as schema 4 stored it
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps(meta | {"schema_version": 4}))
+    assert len(initbench.load(out).hists) == len(before.hists)  # read as it is
+    initbench.sweep(SMALL, out, device="cpu", progress=False)
+    after = initbench.load(out)
+    assert after.meta["schema_version"] == SCHEMA_VERSION
+    pd.testing.assert_frame_equal(after.hists, before.hists)
+    pd.testing.assert_frame_equal(after.cells, before.cells)  # nothing recomputed
+    assert (
+        len(pq.read_table(out / "hists.parquet"))
+        == before.hists.groupby(["run_id", "layer", "quantity"]).ngroups
+    )
+    (out / "meta.json").write_text(json.dumps(meta | {"schema_version": 3}))
+    with pytest.raises(UsageError, match=r"older initbench \(results schema 3"):
+        initbench.sweep(SMALL, out, device="cpu", progress=False)
+
+
+def test_hist_rows_read_back_one_row_per_bin_in_order():
+    """The lists of every run, layer and quantity, read back, are the non-empty bins in
+    order; a layer whose counts are all zero has no rows."""
+    from types import SimpleNamespace
+
+    from initbench.core.activations import get_activation
+    from initbench.sweeps.store import one_row_per_bin
+
+    counts = {
+        "pre": np.arange(2 * 2 * 68).reshape(2, 2, 68) % 3,
+        "post": np.zeros((2, 2, 100), dtype=np.int64),
+        "grad_h": np.eye(2, 68, dtype=np.int64)[None].repeat(2, 0),
+    }
+    result = SimpleNamespace(hists=counts, hist_layers=[1, 4])
+    cell = SimpleNamespace(activation=get_activation("tanh"))
+    rows = engine._hist_rows(["a", "b"], result, cell)
+    assert len(rows) == 3 * 2 * 2
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    read = one_row_per_bin(pq.read_table(_parquet(table)))
+    expected = []
+    for quantity, c in counts.items():
+        lo, hi = histograms.bin_ranges(cell.activation.bounds if quantity == "post" else None)
+        for r, run_id in enumerate("ab"):
+            for i, layer in enumerate([1, 4]):
+                for b in np.flatnonzero(c[r, i]):
+                    expected.append((run_id, layer, quantity, lo[b], hi[b], c[r, i, b]))
+    expected = pd.DataFrame(expected, columns=HIST_COLUMNS)
+    pd.testing.assert_frame_equal(read, expected, check_dtype=False)
+
+
+def _parquet(table):
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return pa.BufferReader(sink.getvalue())
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):

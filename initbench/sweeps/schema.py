@@ -59,8 +59,9 @@ CELL_COLUMNS = {
 }
 LAYER_COLUMNS = ["run_id", "layer", "module", "kind", "call", *STATISTICS, *THEORY_COLUMNS]
 CURVE_COLUMNS = ["run_id", "step", "train_loss", "train_acc", "test_loss", "test_acc"]
-HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]  # lo, hi, count: lists in
-# the file, one row per bin once read (:func:`~initbench.sweeps.store.one_row_per_bin`)
+# lo, hi and count are lists in the file, one row per bin once read
+# (:func:`~initbench.sweeps.store.one_row_per_bin`)
+HIST_COLUMNS = ["run_id", "layer", "quantity", "lo", "hi", "count"]
 SPECTRUM_COLUMNS = ["run_id", "lo", "hi", "count"]
 
 

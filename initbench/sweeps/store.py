@@ -111,11 +111,13 @@ class Store:
         existing = self.read_meta()
         if existing is not None:
             version = existing.get("schema_version")
-            if version != SCHEMA_VERSION:
+            if version == 4:  # only hists.parquet changed since: rewrite it
+                existing = self._upgrade_from_4(existing)
+            elif version != SCHEMA_VERSION:
                 raise UsageError(
-                    f"{self.root} holds a sweep of results schema {version}, and this initbench "
-                    f"writes schema {SCHEMA_VERSION}: choose another --out, or run the "
-                    "initbench that wrote it to finish it"
+                    f"{self.root} was written by an older initbench (results schema "
+                    f"{version}; this one writes {SCHEMA_VERSION}): choose another --out, or "
+                    "finish it with the initbench that wrote it"
                 )
             if existing.get("grid") != grid:
                 changed = sorted(
@@ -131,6 +133,23 @@ class Store:
         with writing(self.root):
             self.root.mkdir(parents=True, exist_ok=True)
             meta = {"schema_version": SCHEMA_VERSION, "grid": grid} | meta
+            self.write_meta(meta)
+        return meta
+
+    def _upgrade_from_4(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Rewrites a folder of schema 4 in schema 5: its shards compacted, and
+        ``hists.parquet``'s rows (one per bin) grouped into one row per run, layer and
+        quantity with the bins as lists. Returns the meta, now of schema 5."""
+        with writing(self.root):
+            self.compact()
+            path = self.root / "hists.parquet"
+            with reading(self.root, path):
+                flat = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+            if len(flat):
+                keys = ["run_id", "layer", "quantity"]
+                lists = flat.groupby(keys, sort=False)[["lo", "hi", "count"]].agg(list)
+                atomic_write_parquet(path, lists.reset_index())
+            meta = meta | {"schema_version": SCHEMA_VERSION}
             self.write_meta(meta)
         return meta
 
@@ -306,21 +325,32 @@ def read_table(
     """
     root = Path(root)
     keep = _latest_attempts(root) if keep is None else keep
-    batches = list(_latest_rows(root, table, keep, columns))
+    read = columns
+    if table == "hists" and columns is not None:  # the bins' lists say how many rows
+        read = [*columns, *(c for c in ("count",) if c not in columns)]
+    batches = list(_latest_rows(root, table, keep, read))
     if not batches:
         return pd.DataFrame(columns=columns or [])
     rows = pa.concat_tables(batches, promote_options="permissive")
-    return one_row_per_bin(rows) if table == "hists" else rows.to_pandas()
+    if table != "hists":
+        return rows.to_pandas()
+    return one_row_per_bin(rows)[columns or rows.column_names]
 
 
-STRINGS = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
+_STRINGS = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
 
 
 def one_row_per_bin(rows: pa.Table) -> pd.DataFrame:
     """``hists`` rows as readers take them, one per bin: the file holds one row per run,
     layer and quantity, its bins' ``lo``, ``hi`` and ``count`` as lists (a file of schema
     4, one row per bin, is read as it is)."""
-    lists = [c for c in rows.column_names if pa.types.is_list(rows.schema.field(c).type)]
+    types = pa.types
+    lists = [
+        c
+        for c in rows.column_names
+        if types.is_list(rows.schema.field(c).type)
+        or types.is_large_list(rows.schema.field(c).type)
+    ]
     if not lists:
         return rows.to_pandas()
     parents = pc.list_parent_indices(rows[lists[0]])
@@ -328,7 +358,7 @@ def one_row_per_bin(rows: pa.Table) -> pd.DataFrame:
         c: pc.list_flatten(rows[c]) if c in lists else rows[c].take(parents)
         for c in rows.column_names
     }
-    return pa.table(columns).to_pandas(types_mapper=STRINGS.get)
+    return pa.table(columns).to_pandas(types_mapper=_STRINGS.get)
 
 
 def _read_whole(path: Path) -> pd.DataFrame:
