@@ -6,6 +6,7 @@ has values far below 1 (a vanishing ReLU net), values of exactly 0 (float32 unde
 normal[std=0.01]), and non-finite runs (constant weights of 2 on a 16-layer ReLU net).
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -336,3 +337,26 @@ def test_every_recommended_group_is_drawn_however_many_there_are():
     from initbench.report.figures.base import _palette
 
     assert len(set(_palette(len(drawn_groups)))) == len(drawn_groups)  # a colour each
+
+
+def test_histogram_tick_labels_do_not_print_over_each_other():
+    """The bars of exact zeros and of vanished values (below 1e-8) get labels left of the
+    decades; a decade's label near theirs goes, at a panel's size (2.9 in)."""
+    import matplotlib.pyplot as plt
+
+    from initbench.report.figures.hists import _log_ticks
+
+    column = pd.DataFrame(
+        {"lo": [-1e-38, 1e-30, 0.1], "hi": [1e-38, 1e-9, 1.0], "value": [0.2, 0.3, 0.5]}
+    )
+    for left in (-8.0, -7.5, -6.0):
+        fig, ax = plt.subplots(figsize=(2.9, 1.6))
+        _log_ticks(ax, column, left, 2.0)
+        fig.subplots_adjust(left=0, right=1)
+        fig.canvas.draw()
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert {"0", "<1e-8"} <= {t.get_text() for t in labels}
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda box: box.x0)
+        for a, b in itertools.pairwise(boxes):
+            assert a.x1 <= b.x0, (left, [t.get_text() for t in labels])
+        plt.close(fig)

@@ -126,10 +126,10 @@ def positions(
         x0, x1 = np.log10(lo), np.log10(hi)
     zero, vanished, exploded = hi <= ZERO, (lo >= ZERO) & (hi <= LOW), lo >= HIGH
     x0 = np.where(
-        zero, left - 1.7, np.where(vanished, left - 1.0, np.where(exploded, right + 0.4, x0))
+        zero, left - 2.5, np.where(vanished, left - 1.0, np.where(exploded, right + 0.4, x0))
     )
     x1 = np.where(
-        zero, left - 1.2, np.where(vanished, left - 0.5, np.where(exploded, right + 0.9, x1))
+        zero, left - 2.0, np.where(vanished, left - 0.5, np.where(exploded, right + 0.9, x1))
     )
     return x0, x1
 
@@ -224,19 +224,22 @@ def _log_ticks(ax, column: pd.DataFrame, left: float, right: float) -> None:
     ticks = list(range(int(np.ceil(left)), int(np.floor(right)) + 1))
     if len(ticks) > 6:
         ticks = ticks[:: int(np.ceil(len(ticks) / 6))]
-    labels = [f"1e{t}" if t else "1" for t in ticks]
     specials = [
-        ((column["hi"] <= ZERO), left - 1.45, "0"),
+        ((column["hi"] <= ZERO), left - 2.25, "0"),
         ((column["lo"] >= ZERO) & (column["hi"] <= LOW), left - 0.75, "<1e-8"),
         ((column["lo"] >= HIGH), right + 0.65, ">1e8"),
     ]
-    lo_edge, hi_edge = left, right
-    for mask, where, label in specials:
-        if (column.loc[mask, "value"] > 0).any():
-            ticks.append(where)
-            labels.append(label)
-            lo_edge, hi_edge = min(lo_edge, where - 0.3), max(hi_edge, where + 0.3)
-    ax.set_xticks(ticks, labels, fontsize=LEGEND_POINTS)
+    shown = [
+        (where, label) for mask, where, label in specials if (column.loc[mask, "value"] > 0).any()
+    ]
+    # a decade's label within 1.5 decades of a special bar's would print over it
+    decades = [
+        (t, f"1e{t}" if t else "1") for t in ticks if all(abs(t - w) >= 1.5 for w, _ in shown)
+    ]
+    places, labels = zip(*(decades + shown), strict=True) if decades or shown else ((), ())
+    ax.set_xticks(places, labels, fontsize=LEGEND_POINTS)
+    lo_edge = min([left] + [where - 0.3 for where, _ in shown])
+    hi_edge = max([right] + [where + 0.3 for where, _ in shown])
     ax.set_xlim(lo_edge, hi_edge)
 
 
