@@ -12,8 +12,8 @@ the engine without histograms, and of the engine computing only the loop's stati
    (forward, input gradients, weight gradients for their norms, and the effective rank's
    Gram matrix) at this machine's batched-matmul rate on the grid's own shapes; plus each
    hidden layer's activation and its vector-Jacobian product, timed through autograd on
-   the same shapes. It prints the fraction of that bound
-   initbench reaches (bound time / initbench time).
+   the same shapes. It prints the fraction of that bound initbench reaches (bound time /
+   initbench time).
 3. Against the machine's matmul rate at width 1024, depth 20.
 
 With ``--device cuda`` it also times the grid on the CPU (all cores) and prints the GPU's

@@ -326,8 +326,8 @@ def read_table(
     root = Path(root)
     keep = _latest_attempts(root) if keep is None else keep
     read = columns
-    if table == "hists" and columns is not None:  # the bins' lists say how many rows
-        read = [*columns, *(c for c in ("count",) if c not in columns)]
+    if table == "hists" and columns is not None and "count" not in columns:
+        read = [*columns, "count"]  # the bins' lists say how many rows
     batches = list(_latest_rows(root, table, keep, read))
     if not batches:
         return pd.DataFrame(columns=columns or [])
@@ -344,12 +344,8 @@ def one_row_per_bin(rows: pa.Table) -> pd.DataFrame:
     """``hists`` rows as readers take them, one per bin: the file holds one row per run,
     layer and quantity, its bins' ``lo``, ``hi`` and ``count`` as lists (a file of schema
     4, one row per bin, is read as it is)."""
-    types = pa.types
     lists = [
-        c
-        for c in rows.column_names
-        if types.is_list(rows.schema.field(c).type)
-        or types.is_large_list(rows.schema.field(c).type)
+        f.name for f in rows.schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)
     ]
     if not lists:
         return rows.to_pandas()
